@@ -1,0 +1,6 @@
+"""Cross-cutting behaviour around the Trainer."""
+
+from callbacks.checkpoint import BestCheckpoint
+from callbacks.predictions import PredictionWriter
+
+__all__ = ["BestCheckpoint", "PredictionWriter"]

@@ -1,0 +1,14 @@
+"""Data: download, split, transforms, loaders."""
+
+from datamodules.base import DataNotFoundError, SplitDataModule
+from datamodules.cifar10 import CIFAR10DataModule
+from datamodules.image_folder import ImageFolderDataModule
+from datamodules.mnist import MNISTDataModule
+from datamodules.synthetic import GaussianClustersDataModule, PolynomialDataModule
+from datamodules.vision import VisionDataModule
+
+__all__ = [
+    "CIFAR10DataModule", "DataNotFoundError", "GaussianClustersDataModule",
+    "ImageFolderDataModule", "MNISTDataModule", "PolynomialDataModule", "SplitDataModule",
+    "VisionDataModule",
+]

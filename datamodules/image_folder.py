@@ -1,0 +1,89 @@
+"""Any classification data laid out as ``train/<class>/<image>`` and ``test/<class>/<image>``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_image
+
+from datamodules.vision import VisionDataModule
+
+
+def read_rgb(path: str) -> torch.Tensor:
+    return decode_image(path, mode=ImageReadMode.RGB)  # (3, H, W) uint8
+
+
+class ImageFolderDataModule(VisionDataModule):
+    """Images in ``<data_dir>/train/<class>/`` and ``<data_dir>/test/<class>/`` (any format that
+    torchvision decodes: JPEG, PNG, ...), decoded to RGB. Class names are the folder names.
+
+    Images of different sizes need ``resize``. ``load_uint8`` (the device-resident path) decodes
+    every image once and caches the tensor under ``<data_dir>/.cache`` (skipped, with a warning,
+    when that folder is read-only). ``mean``/``std`` default to 0.5 per channel; the CIFAR-10
+    configs set CIFAR-10's statistics. See VisionDataModule for the other options.
+    """
+
+    name = "image folder"
+
+    @cached_property
+    def folders(self) -> dict[bool, ImageFolder]:
+        folders = {train: ImageFolder(str(self.data_dir / ("train" if train else "test")), loader=read_rgb)
+                   for train in (True, False)}
+        if folders[True].classes != folders[False].classes:
+            raise ValueError(
+                f"train/ and test/ under {self.data_dir} hold different class folders: "
+                f"{folders[True].classes} vs {folders[False].classes}"
+            )
+        return folders
+
+    def present(self) -> bool:
+        splits = [self.data_dir / "train", self.data_dir / "test"]
+        return all(s.is_dir() and any(c.is_dir() for c in s.iterdir()) for s in splits)
+
+    def expected_files(self) -> tuple[Path, list[str]]:
+        return self.data_dir, ["train/<class>/<image>", "test/<class>/<image>"]
+
+    @property
+    def classes(self) -> list[str]:
+        if not self.present():
+            self.prepare_data()  # raises the not-found error that says where it looked
+        return self.folders[True].classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        channels, height, width = read_rgb(self.folders[True].samples[0][0]).shape
+        return channels, height, width
+
+    def source(self, train: bool) -> ImageFolder:
+        if not self.present():
+            self.prepare_data()
+        return self.folders[train]
+
+    def source_targets(self, train: bool) -> torch.Tensor:
+        return torch.tensor(self.source(train).targets, dtype=torch.long)
+
+    def load_uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = self.folders[train].samples
+        stamp = "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p, _ in samples)
+        key = hashlib.sha1(stamp.encode()).hexdigest()[:16]
+        cache = self.data_dir / ".cache" / f"{'train' if train else 'test'}-{key}.pt"
+        if cache.is_file():
+            cached = torch.load(cache, weights_only=True)
+            return cached["images"], cached["targets"]
+        images = torch.stack([read_rgb(p) for p, _ in samples])  # (N, 3, H, W)
+        targets = torch.tensor([t for _, t in samples], dtype=torch.long)
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"images": images, "targets": targets}, tmp)
+            os.replace(tmp, cache)  # atomic: a reader never sees a half-written cache
+        except OSError as err:
+            rank_zero_warn(f"Could not cache decoded images in {cache.parent} ({err}); "
+                           "the next run decodes them again.")
+        return images, targets

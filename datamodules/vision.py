@@ -1,0 +1,164 @@
+"""Image classification data: uint8 images in, transforms v2 out; subclasses name the dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from datamodules.base import SplitDataModule, data_not_found
+
+
+class ImageTensorDataset(Dataset):
+    """Samples of a (N, C, H, W) uint8 image tensor with (N,) integer labels."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.targets[i])
+
+
+class VisionDataModule(SplitDataModule):
+    """An image-classification datamodule; subclasses set the class attributes and loaders.
+
+    Transforms (v2, per sample): to image, optional ``Resize``, optional train-time augmentation
+    (random crop with padding, horizontal flip where the dataset allows it), to float in [0, 1],
+    normalize with the dataset's mean and std.
+
+    Args:
+        data_dir: folder that holds (or receives) the data.
+        batch_size: samples per batch on each device (process).
+        global_batch_size: if set, the batch over all processes (must divide by their number).
+        val_fraction: share of the official training set held out for validation.
+        num_folds: if set, validate on fold ``fold`` of a stratified k-fold split instead.
+        fold: which fold validates, in [0, num_folds).
+        seed: seed of the split.
+        resize: resize images to ``resize x resize`` (e.g. 28 to feed CIFAR-10 to an MNIST net).
+        augment: random crop with padding (and horizontal flip if ``flip``) on training images.
+        crop_padding: padding of the random crop.
+        mean: per-channel mean for normalization (None = the dataset's own statistics).
+        std: per-channel std for normalization (None = the dataset's own statistics).
+        download: try to download data that is missing (needs network access).
+        num_workers: DataLoader worker processes.
+        pin_memory: page-locked host memory for faster copies to a GPU.
+        persistent_workers: keep workers alive between epochs.
+    """
+
+    name: str = "dataset"
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    flip: bool = True  # horizontal flips keep the label (not so for digits)
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        global_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        num_folds: int | None = None,
+        fold: int = 0,
+        seed: int = 42,
+        resize: int | None = None,
+        augment: bool = False,
+        crop_padding: int = 4,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        download: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            data_dir, batch_size, global_batch_size, val_fraction, num_folds, fold, seed,
+            num_workers, pin_memory, persistent_workers,
+        )
+        self.resize = resize
+        self.augment = augment
+        self.crop_padding = crop_padding
+        if mean is not None:
+            self.mean = tuple(mean)
+        if std is not None:
+            self.std = tuple(std)
+        self.download = download
+        self._uint8: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the stored images, before any resize."""
+        raise NotImplementedError
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.image_shape
+        if self.resize is not None:
+            return channels, self.resize, self.resize
+        return channels, height, width
+
+    def expected_files(self) -> tuple[Path, list[str]]:
+        """The folder the data must be in and the files (or patterns) it must hold."""
+        raise NotImplementedError
+
+    def present(self) -> bool:
+        folder, files = self.expected_files()
+        return all((folder / f).is_file() for f in files)
+
+    def fetch(self) -> None:
+        """Download the data into ``data_dir`` (raises OSError/RuntimeError when it cannot)."""
+        raise RuntimeError(f"{self.name} cannot be downloaded")
+
+    def prepare_data(self) -> None:
+        if self.present():
+            return
+        cause = "download=False"
+        if self.download:
+            try:
+                self.fetch()
+                return
+            except (OSError, RuntimeError) as err:
+                cause = f"download failed: {str(err).strip().splitlines()[0]}"
+        raise data_not_found(self.name, *self.expected_files(), cause=cause)
+
+    def load_uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) uint8 images and (N,) int64 labels of the official train or test set."""
+        raise NotImplementedError
+
+    def uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``load_uint8`` once per process; a clear error if the data is missing."""
+        if train not in self._uint8:
+            if not self.present():  # never download here: setup runs on every rank
+                raise data_not_found(self.name, *self.expected_files(), cause="not prepared")
+            self._uint8[train] = self.load_uint8(train)
+        return self._uint8[train]
+
+    def source(self, train: bool) -> Dataset:
+        return ImageTensorDataset(*self.uint8(train))
+
+    def source_targets(self, train: bool) -> torch.Tensor:
+        return self.uint8(train)[1]
+
+    def transform(self, stage: str) -> Callable:
+        steps: list[Callable] = [v2.ToImage()]  # (C, H, W) uint8
+        if self.resize is not None:
+            steps.append(v2.Resize((self.resize, self.resize), antialias=True))
+        if stage == "train" and self.augment:
+            steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding))
+            if self.flip:
+                steps.append(v2.RandomHorizontalFlip())
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        return v2.Compose(steps)

@@ -1,0 +1,11 @@
+"""Systems (training logic). Each receives its network, loss and optimizer."""
+
+from lightning_modules.base import NetFactory, TaskModule
+from lightning_modules.classifier import Classifier
+from lightning_modules.nets import CNN, EpochDropout, LinearNet, SpatialPyramidPool
+from lightning_modules.regression import Regressor
+
+__all__ = [
+    "CNN", "Classifier", "EpochDropout", "LinearNet", "NetFactory", "Regressor",
+    "SpatialPyramidPool", "TaskModule",
+]

@@ -1,0 +1,83 @@
+"""Image/feature classification: multiclass (softmax over logits) or binary (one logit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+
+from lightning_modules.base import NetFactory, TaskModule
+
+
+class Classifier(TaskModule):
+    """Trains ``net`` to output logits; probabilities appear only in ``predict_step``.
+
+    Args:
+        net: the network class and its options (``num_outputs`` comes from the data).
+        num_classes: classes in the data (linked from the datamodule).
+        input_shape: shape of one input, e.g. (1, 28, 28) (linked from the datamodule).
+        task: "multiclass" or "binary" (linked from the datamodule). A binary net has one logit.
+        loss: registry name or loss module; None picks cross_entropy / bce_with_logits.
+        optimizer: optimizer class and options (SGD with momentum, Adam, RMSprop, Adagrad, ...).
+        scheduler: optional LR scheduler; OneCycleLR gets its total_steps from the Trainer.
+        topk: how many top classes ``predict`` reports with their probabilities.
+    """
+
+    monitor = ("val/acc", "max")
+
+    def __init__(
+        self,
+        net: NetFactory,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (1, 28, 28),
+        task: str = "multiclass",
+        loss: str | nn.Module | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        topk: int = 3,
+    ) -> None:
+        if task not in ("multiclass", "binary"):
+            raise ValueError(
+                f"Classifier needs a classification datamodule, but the data's task is {task!r}; "
+                "use Regressor for real-valued targets."
+            )
+        self.num_classes = num_classes
+        self.topk = min(topk, num_classes)
+        num_outputs = 1 if task == "binary" else num_classes
+        super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler)
+        self.save_hyperparameters()
+
+    def make_metrics(self) -> MetricCollection:
+        if self.task == "binary":
+            return MetricCollection({"acc": BinaryAccuracy(validate_args=False)})
+        return MetricCollection(
+            {"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)}
+        )
+
+    def loss_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.task == "binary":  # (B, 1) logit vs (B,) label in {0, 1}
+            return out.squeeze(-1), y.to(out.dtype)
+        return out, y  # (B, C) logits vs (B,) class index
+
+    def metric_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.task == "binary":  # hard labels: no data-dependent sigmoid check in the metric
+            return (out.squeeze(-1) > 0).long(), y.long()
+        return out, y
+
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:  # (B, num_classes)
+        if self.task == "binary":
+            p1 = torch.sigmoid(out.float())  # (B, 1)
+            return torch.cat([1 - p1, p1], dim=1)
+        return torch.softmax(out.float(), dim=1)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        probs = self.probabilities(self(x))
+        top_probs, top_classes = probs.topk(self.topk, dim=1)
+        return {"pred": top_classes[:, 0], "prob": top_probs[:, 0], "topk_classes": top_classes,
+                "topk_probs": top_probs, "target": y}

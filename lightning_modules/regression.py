@@ -1,0 +1,86 @@
+"""Regression on real-valued targets, with an optional hand-written SGD update (the seed notes')."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+from lightning_modules.base import NetFactory, TaskModule
+
+
+class Regressor(TaskModule):
+    """Fits ``net`` to scalar targets.
+
+    With ``manual_update`` the step is written out as in the seed notes: backward, then
+    ``p -= lr * p.grad`` under ``torch.no_grad()`` (Lightning manual optimization). It reads ``lr``
+    from the configured optimizer, which must then be plain SGD, so both paths do the same update.
+
+    Args:
+        net: the network class and its options (``num_outputs`` is 1).
+        input_shape: shape of one input, e.g. (3,) for [x, x^2, x^3] (linked from the datamodule).
+        task: must be "regression" (linked from the datamodule).
+        loss: registry name or loss module; None picks mse.
+        optimizer: optimizer class and options.
+        scheduler: optional LR scheduler.
+        manual_update: write the SGD update out by hand instead of calling ``optimizer.step()``.
+    """
+
+    def __init__(
+        self,
+        net: NetFactory,
+        input_shape: Sequence[int] = (3,),
+        task: str = "regression",
+        loss: str | nn.Module | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        manual_update: bool = False,
+    ) -> None:
+        if task != "regression":
+            raise ValueError(
+                f"Regressor needs real-valued targets, but the data's task is {task!r}; "
+                "use Classifier for class labels."
+            )
+        if manual_update and scheduler is not None:
+            raise ValueError("manual_update writes out a constant-lr SGD step: remove the scheduler.")
+        super().__init__(net, 1, input_shape, task, loss, optimizer, scheduler)
+        self.manual_update = manual_update
+        self.automatic_optimization = not manual_update
+        self.save_hyperparameters()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"mae": MeanAbsoluteError(), "mse": MeanSquaredError()})
+
+    def loss_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return out.squeeze(-1), y.to(out.dtype)  # (B, 1) -> (B,) against (B,)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.shared_step(batch, "train")
+        if self.manual_update:
+            self._sgd_by_hand(loss)
+        return loss
+
+    def _sgd_by_hand(self, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers()
+        group = optimizer.param_groups[0]
+        if not isinstance(optimizer.optimizer, torch.optim.SGD) or group.get("momentum", 0) or group.get(
+            "weight_decay", 0
+        ):
+            raise ValueError(
+                "manual_update writes out plain SGD (p -= lr * grad): configure "
+                "optimizer torch.optim.SGD without momentum or weight decay, or turn it off."
+            )
+        self.manual_backward(loss)
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.grad is not None:
+                    p -= group["lr"] * p.grad
+                    p.grad = None
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {"pred": self(x).squeeze(-1), "target": y}
