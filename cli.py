@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rich.console import Console
 
@@ -23,17 +22,20 @@ import lightning_modules  # noqa: F401  (registers the models and networks)
 from callbacks import BestCheckpoint, PredictionWriter
 
 
-
-def trainer_defaults() -> dict[str, Any]:
-    """A local CSV logger (no account, no network), rich progress and a model summary with
-    input/output sizes. Fresh callback objects for every CLI (tests build many in one process)."""
-    return {
-        "logger": {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": "logs", "name": "default"},
-        },
-        "callbacks": [RichProgressBar(), RichModelSummary(max_depth=2)],
-    }
+# A local CSV logger: runs need no account and no network.
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": "logs", "name": "default"},
+    },
+}
+# Defaults of ``trainer.callbacks`` (a config's own list replaces them; ``+=`` appends).
+PROGRESS_BAR = "lightning.pytorch.callbacks.RichProgressBar"
+MODEL_SUMMARY = "lightning.pytorch.callbacks.RichModelSummary"
+DEFAULT_CALLBACKS = [
+    {"class_path": PROGRESS_BAR},
+    {"class_path": MODEL_SUMMARY, "init_args": {"max_depth": 2}},  # with input/output sizes
+]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -51,13 +53,25 @@ class TemplateCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="After fit: validate and test the best checkpoint and write metrics.json.",
         )
+        parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
+        # false, instead of Lightning refusing the combination.
+        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        dropped = {PROGRESS_BAR: trainer.enable_progress_bar, MODEL_SUMMARY: trainer.enable_model_summary}
+        trainer.callbacks = [
+            c for c in trainer.callbacks or []
+            if dropped.get(getattr(c, "class_path", None), True) is not False
+        ]
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
         trainer, model, datamodule = self.trainer, self.model, self.datamodule
+        epochs, steps = trainer.current_epoch, trainer.global_step  # before a restore resets them
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = best or None  # no checkpoint (e.g. fast_dev_run): evaluate the final weights
         metrics: dict[str, Any] = {}
@@ -67,7 +81,7 @@ class TemplateCLI(LightningCLI):
         if trainer.is_global_zero and trainer.log_dir is not None:
             path = Path(trainer.log_dir) / "metrics.json"
             write_json(path, {"metrics": metrics, "checkpoint": best or None,
-                              "epochs": trainer.current_epoch, "global_step": trainer.global_step})
+                              "epochs": epochs, "global_step": steps})
             Console().print(f"[bold]metrics[/bold] {path}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
@@ -79,7 +93,7 @@ def cli_main(args: list[str] | None = None) -> TemplateCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=42,
-        trainer_defaults=trainer_defaults(),
+        trainer_defaults=TRAINER_DEFAULTS,
         auto_configure_optimizers=False,
         args=args,
     )

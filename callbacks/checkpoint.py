@@ -55,3 +55,8 @@ class BestCheckpoint(ModelCheckpoint):
             # "val/acc" would make a folder: spell the metric with "_" in the file name
             self.filename = f"epoch={{epoch:02d}}-step={{step}}-{self.monitor.replace('/', '_')}={{{self.monitor}:.4f}}"
         super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's end-of-fit save of last.ckpt ignores fast_dev_run; a dry run writes nothing.
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)

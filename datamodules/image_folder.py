@@ -9,14 +9,16 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
 from torchvision.datasets import ImageFolder
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from datamodules.vision import VisionDataModule
 
 
 def read_rgb(path: str) -> torch.Tensor:
-    return decode_image(path, mode=ImageReadMode.RGB)  # (3, H, W) uint8
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
 
 
 class ImageFolderDataModule(VisionDataModule):
