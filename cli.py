@@ -19,9 +19,17 @@ from rich.console import Console
 
 import datamodules  # noqa: F401  (registers the datamodules for selection by name)
 import lightning_modules  # noqa: F401  (registers the models and networks)
-from callbacks import BestCheckpoint, PredictionWriter
+from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, StateDictExport
+from callbacks.run_config import RunConfig
+from callbacks.run_dir import prepare_run
+from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
 
-
+DESCRIPTION = (
+    "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
+    "datamodules/. Start from a config: python cli.py fit --config configs/mnist_cnn.yaml. "
+    "See 'python cli.py fit --help' for every option, including the known models (--model) and "
+    "datamodules (--data)."
+)
 # A local CSV logger: runs need no account and no network.
 TRAINER_DEFAULTS = {
     "logger": {
@@ -49,9 +57,21 @@ class TemplateCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(EpochDropoutReset, "epoch_dropout")
+        parser.add_lightning_class_args(StateDictExport, "export")
         parser.add_argument(
             "--test_after_fit", type=bool, default=True,
             help="After fit: validate and test the best checkpoint and write metrics.json.",
+        )
+        parser.add_argument(
+            "--run_id", type=str | None, default=None,
+            help="fit: name of the run folder <save_dir>/<name>/<run_id> of the first logger "
+            "(default: version_N; slurm-<job id> in a SLURM job). Running again with the same id "
+            "resumes: training continues from the folder's newest checkpoint and W&B from its run.",
+        )
+        parser.add_argument(
+            "--run_group", type=str | None, default=None,
+            help="fit: W&B group of the run (the folds of a k-fold run share one).",
         )
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
         for fact in ("task", "num_classes", "input_shape"):
@@ -66,6 +86,25 @@ class TemplateCLI(LightningCLI):
             c for c in trainer.callbacks or []
             if dropped.get(getattr(c, "class_path", None), True) is not False
         ]
+        if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
+            config = self.config.fit
+            config.ckpt_path = prepare_run(
+                trainer, config.ckpt_path, config.run_id, config.run_group)
+        prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # jsonargparse reports a constructor's ValueError (a loss that does not fit the task,
+            # an unknown name, ...) inside a union-type error that dumps the whole config; the
+            # constructor's own message is the one that says what to change, so raise that.
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if cause is err:
+                raise
+            raise cause from None
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -78,25 +117,38 @@ class TemplateCLI(LightningCLI):
         for run in (trainer.validate, trainer.test):
             for result in run(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / "metrics.json"
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
+        if trainer.is_global_zero and log_dir is not None:
+            path = Path(log_dir) / "metrics.json"
             write_json(path, {"metrics": metrics, "checkpoint": best or None,
                               "epochs": epochs, "global_step": steps})
             Console().print(f"[bold]metrics[/bold] {path}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
 
-def cli_main(args: list[str] | None = None) -> TemplateCLI:
-    return TemplateCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=42,
-        trainer_defaults=TRAINER_DEFAULTS,
-        auto_configure_optimizers=False,
-        args=args,
-    )
+def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
+    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; with ``run=False`` there is
+    no subcommand: the datamodule, model and trainer are built and returned unrun."""
+    try:
+        cli = TemplateCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            trainer_defaults=TRAINER_DEFAULTS,
+            auto_configure_optimizers=False,
+            parser_kwargs={"description": DESCRIPTION},
+            args=args,
+            run=run,
+            save_config_callback=RunConfig,  # never over an earlier run's config; config to W&B
+        )
+    except BaseException:
+        finish_wandb_run(exit_code=1)
+        raise
+    if run:
+        finish_wandb_run()  # a later run in this process (notebook, tests) starts its own W&B run
+    return cli
 
 
 if __name__ == "__main__":

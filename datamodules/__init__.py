@@ -2,13 +2,15 @@
 
 from datamodules.base import DataNotFoundError, SplitDataModule
 from datamodules.cifar10 import CIFAR10DataModule
+from datamodules.device_loader import DeviceLoader, EpochSampler
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import MNISTDataModule
+from datamodules.sequences import MNISTRowsDataModule
 from datamodules.synthetic import GaussianClustersDataModule, PolynomialDataModule
 from datamodules.vision import VisionDataModule
 
 __all__ = [
-    "CIFAR10DataModule", "DataNotFoundError", "GaussianClustersDataModule",
-    "ImageFolderDataModule", "MNISTDataModule", "PolynomialDataModule", "SplitDataModule",
-    "VisionDataModule",
+    "CIFAR10DataModule", "DataNotFoundError", "DeviceLoader", "EpochSampler",
+    "GaussianClustersDataModule", "ImageFolderDataModule", "MNISTDataModule",
+    "MNISTRowsDataModule", "PolynomialDataModule", "SplitDataModule", "VisionDataModule",
 ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torchvision.datasets import ImageFolder
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from datamodules.vision import VisionDataModule
 
@@ -26,12 +28,48 @@ class ImageFolderDataModule(VisionDataModule):
     torchvision decodes: JPEG, PNG, ...), decoded to RGB. Class names are the folder names.
 
     Images of different sizes need ``resize``. ``load_uint8`` (the device-resident path) decodes
-    every image once and caches the tensor under ``<data_dir>/.cache`` (skipped, with a warning,
-    when that folder is read-only). ``mean``/``std`` default to 0.5 per channel; the CIFAR-10
-    configs set CIFAR-10's statistics. See VisionDataModule for the other options.
+    every image once (resized, if asked) and caches the tensor under ``cache_dir`` (skipped,
+    with a warning, when that folder is read-only), so later runs skip decoding.
+    ``mean``/``std`` default to 0.5 per channel; the CIFAR-10 configs set CIFAR-10's statistics.
+
+    Args:
+        cache_dir: where decoded images are cached (default ``<data_dir>/.cache``; give another
+            folder when the data folder is read-only).
+
+    See VisionDataModule for the other options.
     """
 
     name = "image folder"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        global_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        num_folds: int | None = None,
+        fold: int = 0,
+        seed: int = 42,
+        resize: int | None = None,
+        augment: bool = False,
+        crop_padding: int = 4,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        download: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        device_resident: bool = False,
+        padding_mode: Literal["constant", "reflect"] = "constant",
+        alternate_flip: bool = False,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            data_dir, batch_size, global_batch_size, val_fraction, num_folds, fold, seed, resize,
+            augment, crop_padding, mean, std, download, num_workers, pin_memory,
+            persistent_workers, device_resident, padding_mode, alternate_flip,
+        )
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / ".cache"
 
     @cached_property
     def folders(self) -> dict[bool, ImageFolder]:
@@ -70,18 +108,38 @@ class ImageFolderDataModule(VisionDataModule):
     def source_targets(self, train: bool) -> torch.Tensor:
         return torch.tensor(self.source(train).targets, dtype=torch.long)
 
+    def decode_all(self, paths: list[str]) -> list[torch.Tensor]:
+        """Each image as (3, H, W) uint8, resized to ``resize`` (as the DataLoader path's
+        ``v2.Resize`` does) when set; without ``resize`` all must share one size."""
+        images, size = [], None
+        for path in paths:
+            image = read_rgb(path)
+            if self.resize is not None:
+                image = resize(image, [self.resize, self.resize], antialias=True)
+            elif size is None:
+                size = image.shape[1:]
+            elif image.shape[1:] != size:
+                raise ValueError(
+                    f"Images under {self.data_dir} differ in size ({path} is "
+                    f"{tuple(image.shape[1:])}, earlier ones {tuple(size)}); set "
+                    "--data.init_args.resize N to resize them all to N x N."
+                )
+            images.append(image)
+        return images
+
     def load_uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         samples = self.folders[train].samples
         stamp = "\n".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p, _ in samples)
+        stamp += f"\nresize={self.resize}"  # a resized copy is another cache entry
         key = hashlib.sha1(stamp.encode()).hexdigest()[:16]
-        cache = self.data_dir / ".cache" / f"{'train' if train else 'test'}-{key}.pt"
+        cache = self.cache_dir / f"{'train' if train else 'test'}-{key}.pt"
         if cache.is_file():
             cached = torch.load(cache, weights_only=True)
             return cached["images"], cached["targets"]
-        images = torch.stack([read_rgb(p) for p, _ in samples])  # (N, 3, H, W)
+        images = torch.stack(self.decode_all([p for p, _ in samples]))  # (N, 3, H, W)
         targets = torch.tensor([t for _, t in samples], dtype=torch.long)
         try:
-            cache.parent.mkdir(exist_ok=True)
+            cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".tmp{os.getpid()}")
             torch.save({"images": images, "targets": targets}, tmp)
             os.replace(tmp, cache)  # atomic: a reader never sees a half-written cache

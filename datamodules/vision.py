@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from datamodules.base import SplitDataModule, data_not_found
+from datamodules.device_loader import DeviceLoader
 
 
 class ImageTensorDataset(Dataset):
@@ -40,7 +42,7 @@ class VisionDataModule(SplitDataModule):
         val_fraction: share of the official training set held out for validation.
         num_folds: if set, validate on fold ``fold`` of a stratified k-fold split instead.
         fold: which fold validates, in [0, num_folds).
-        seed: seed of the split.
+        seed: seed of the split (and, device-resident, of the batch order and augmentation).
         resize: resize images to ``resize x resize`` (e.g. 28 to feed CIFAR-10 to an MNIST net).
         augment: random crop with padding (and horizontal flip if ``flip``) on training images.
         crop_padding: padding of the random crop.
@@ -50,6 +52,13 @@ class VisionDataModule(SplitDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: page-locked host memory for faster copies to a GPU.
         persistent_workers: keep workers alive between epochs.
+        device_resident: keep the uint8 images on the training device and make train/val/test
+            batches there (``DeviceLoader``: whole-batch crop, flip and normalization, no
+            workers); the ``DataLoader`` path is the default. Predictions always use a DataLoader.
+        padding_mode: how the random crop pads: "constant" (black) or "reflect".
+        alternate_flip: with ``augment`` on a dataset that allows flips, and ``device_resident``:
+            flip a fixed random half of the images in even epochs and the other half in odd ones,
+            instead of a fresh coin per image and epoch.
     """
 
     name: str = "dataset"
@@ -75,11 +84,21 @@ class VisionDataModule(SplitDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        device_resident: bool = False,
+        padding_mode: Literal["constant", "reflect"] = "constant",
+        alternate_flip: bool = False,
     ) -> None:
         super().__init__(
             data_dir, batch_size, global_batch_size, val_fraction, num_folds, fold, seed,
             num_workers, pin_memory, persistent_workers,
         )
+        if alternate_flip and not device_resident:
+            raise ValueError("alternate_flip needs device_resident: true (the DataLoader path "
+                             "flips each image with a fresh coin); set both or neither.")
+        self.device_resident = device_resident
+        self.padding_mode = padding_mode
+        self.alternate_flip = alternate_flip
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.resize = resize
         self.augment = augment
         self.crop_padding = crop_padding
@@ -157,8 +176,50 @@ class VisionDataModule(SplitDataModule):
         if self.resize is not None:
             steps.append(v2.Resize((self.resize, self.resize), antialias=True))
         if stage == "train" and self.augment:
-            steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding))
+            steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding,
+                                       padding_mode=self.padding_mode))
             if self.flip:
                 steps.append(v2.RandomHorizontalFlip())
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         return v2.Compose(steps)
+
+    # -- device-resident path ----------------------------------------------------------------
+    def resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) uint8 images (resized if asked) and (N,) labels of ``split`` on ``device``,
+        copied there once and kept."""
+        cached = self._resident.get(split)
+        if cached is not None and cached[0].device == device:
+            return cached
+        images, targets = self.uint8(train=split != "test")
+        if split != "test":
+            train_idx, val_idx = self.split_indices()
+            index = train_idx if split == "train" else val_idx
+            images, targets = images[index], targets[index]
+        if self.resize is not None and images.shape[-2:] != (self.resize, self.resize):
+            # the whole (N, C, H, W) batch at once, as v2.Resize does each image
+            images = v2.functional.resize(images, [self.resize, self.resize], antialias=True)
+        self._resident[split] = (images.to(device), targets.to(device))
+        return self._resident[split]
+
+    def device_loader(self, split: str) -> DeviceLoader:
+        trainer = self.trainer  # None when the datamodule is used on its own
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        augment = split == "train" and self.augment
+        flip = "none"
+        if augment and self.flip:
+            flip = "alternate" if self.alternate_flip else "random"
+        return DeviceLoader(
+            *self.resident(split, device), batch_size=self.batch_size, mean=self.mean, std=self.std,
+            shuffle=split == "train", seed=self.seed, rank=rank, world_size=world_size,
+            crop_padding=self.crop_padding if augment else 0, padding_mode=self.padding_mode,
+            flip=flip,
+        )
+
+    def loader(self, split: str) -> Any:
+        if self.device_resident:
+            return self.device_loader(split)
+        return super().loader(split)
+
+    def predict_dataloader(self) -> Any:
+        return super().loader("test")  # a DataLoader: Lightning tracks its sample indices

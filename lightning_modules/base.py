@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_modules.losses import build_loss, check_targets
 
@@ -60,19 +60,29 @@ class TaskModule(L.LightningModule):
         self.loss = build_loss(loss, task)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.num_outputs = num_outputs  # what the bare network is built with, e.g. to load weights
         self.net = net(num_outputs=num_outputs)
-        # (2, *input_shape): two samples so BatchNorm-free and BatchNorm nets alike run it.
-        self.example_input_array = torch.zeros(2, *input_shape)
+        self.example_input_array = self.example_input(input_shape)
+        example = self.example_input_array
         was_training = self.net.training
         with torch.no_grad():  # materialize lazy layers so summaries and optimizers see shapes
-            self.net.eval()(self.example_input_array)
+            self.net.eval()(*(example if isinstance(example, tuple) else (example,)))
         self.net.train(was_training)
         self.train_metrics = self.make_metrics().clone(prefix="train/")
         self.val_metrics = self.make_metrics().clone(prefix="val/")
         self.test_metrics = self.make_metrics().clone(prefix="test/")
+        # mean loss per split, weighted by batch size (no NaN check: it would sync the device)
+        self.train_loss_mean = MeanMetric(nan_strategy="disable")
+        self.val_loss_mean = MeanMetric(nan_strategy="disable")
+        self.test_loss_mean = MeanMetric(nan_strategy="disable")
 
     def make_metrics(self) -> MetricCollection:
         raise NotImplementedError
+
+    def example_input(self, input_shape: Sequence[int]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The forward arguments of a small batch, for lazy layers and the summary's sizes."""
+        # (2, *input_shape): two samples so BatchNorm-free and BatchNorm nets alike run it.
+        return torch.zeros(2, *input_shape)
 
     def loss_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, target) as the loss expects them."""
@@ -91,16 +101,51 @@ class TaskModule(L.LightningModule):
             check_targets(self.loss, datamodule.train_targets())
 
     def shared_step(self, batch: Any, split: str) -> torch.Tensor:
-        x, y = batch
-        out = self(x)
+        *inputs, y = batch  # (x, y), or (x, lengths, y) for sequences: forward takes the inputs
+        out = self(*inputs)
         loss = self.loss(*self.loss_inputs(out, y))
-        metrics = getattr(self, f"{split}_metrics")
-        metrics.update(*self.metric_inputs(out.detach(), y))
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 sync_dist=not on_step, batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        # Each step only updates tensors on the device. ``self.log`` is slow Python, so epoch
+        # values are logged once per epoch (``log_epoch``) and the step loss only where a logger
+        # or a progress bar reads it.
+        getattr(self, f"{split}_metrics").update(*self.metric_inputs(out.detach(), y))
+        # the batch mean once per sample (B,): a batch-size-weighted mean over the epoch
+        # (MeanMetric's own weight argument is ignored under nan_strategy="disable")
+        getattr(self, f"{split}_loss_mean").update(loss.detach().expand(len(y)))
+        if split == "train" and self.step_loss_is_read():
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=len(y))
         return loss
+
+    def step_loss_is_read(self) -> bool:
+        """Whether a logger records this training step (every ``log_every_n_steps`` optimizer
+        steps, as Lightning counts them) or a progress bar shows it."""
+        trainer = self.trainer
+        if trainer.progress_bar_callback is not None or trainer.fast_dev_run:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def log_epoch(self, split: str) -> None:
+        """Log the split's mean loss and metrics over the epoch (torchmetrics syncs them across
+        processes and Lightning resets them). The training loss keeps the names Lightning gives a
+        loss logged per step and per epoch: ``train/loss_step``, ``train/loss_epoch`` and, for
+        callbacks and the progress bar, ``train/loss``."""
+        loss = getattr(self, f"{split}_loss_mean")
+        if split == "train":
+            self.log("train/loss_epoch", loss)
+            self.log("train/loss", loss, logger=False, prog_bar=True)
+        else:
+            self.log(f"{split}/loss", loss, prog_bar=True)
+        self.log_dict(getattr(self, f"{split}_metrics"), prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")

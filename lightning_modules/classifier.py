@@ -26,6 +26,11 @@ class Classifier(TaskModule):
         optimizer: optimizer class and options (SGD with momentum, Adam, RMSprop, Adagrad, ...).
         scheduler: optional LR scheduler; OneCycleLR gets its total_steps from the Trainer.
         topk: how many top classes ``predict`` reports with their probabilities.
+        tta_flip: outside training, average the logits of each image and its horizontal mirror
+            (test-time augmentation; only for data whose labels survive a flip).
+
+    A net with an ``init_from_data(x)`` method (e.g. ``SpeedrunNet``'s whitening layer) gets one
+    batch of training images when training starts, the same batch on every process.
     """
 
     monitor = ("val/acc", "max")
@@ -40,6 +45,7 @@ class Classifier(TaskModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         topk: int = 3,
+        tta_flip: bool = False,
     ) -> None:
         if task not in ("multiclass", "binary"):
             raise ValueError(
@@ -48,9 +54,23 @@ class Classifier(TaskModule):
             )
         self.num_classes = num_classes
         self.topk = min(topk, num_classes)
+        self.tta_flip = tta_flip
         num_outputs = 1 if task == "binary" else num_classes
         super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler)
         self.save_hyperparameters()
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:  # -> (B, outputs)
+        out = self.net(x, *rest)
+        if self.tta_flip and not self.training:  # x: (B, C, H, W), mirrored along W
+            out = (out + self.net(x.flip(-1), *rest)) / 2
+        return out
+
+    def on_train_start(self) -> None:
+        init = getattr(self.net, "init_from_data", None)
+        if callable(init):
+            x = next(iter(self.trainer.train_dataloader))[0]
+            # every process fits to rank 0's batch, so their weights stay identical under DDP
+            init(self.trainer.strategy.broadcast(x.cpu()).to(self.device))
 
     def make_metrics(self) -> MetricCollection:
         if self.task == "binary":
@@ -76,8 +96,8 @@ class Classifier(TaskModule):
         return torch.softmax(out.float(), dim=1)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        probs = self.probabilities(self(x))
+        *inputs, y = batch
+        probs = self.probabilities(self(*inputs))
         top_probs, top_classes = probs.topk(self.topk, dim=1)
         return {"pred": top_classes[:, 0], "prob": top_probs[:, 0], "topk_classes": top_classes,
                 "topk_probs": top_probs, "target": y}

@@ -5,6 +5,7 @@ Add a loss: write the ``nn.Module`` here (or anywhere importable) and add one li
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ class LogCoshLoss(nn.Module):
         return (x + F.softplus(-2.0 * x) - math.log(2.0)).mean()
 
 
-class CrossEntropyLoss(nn.CrossEntropyLoss):
-    """``nn.CrossEntropyLoss`` on logits, with class weights given as a plain list for configs.
+class WeightedCrossEntropyLoss(nn.CrossEntropyLoss):
+    """``nn.CrossEntropyLoss`` on logits, with class weights given as a plain list for configs
+    (a name of its own, so that a config's short class name ``CrossEntropyLoss`` stays torch's).
 
     Args:
         label_smoothing: mass spread uniformly over all classes.
@@ -65,15 +67,36 @@ LOSSES: dict[str, LossSpec] = {
     "log_mse": LossSpec(LogMSELoss, ("regression",), nonnegative_targets=True),
     "log_cosh": LossSpec(LogCoshLoss, ("regression",)),
     "bce_with_logits": LossSpec(nn.BCEWithLogitsLoss, ("binary",)),
-    "cross_entropy": LossSpec(CrossEntropyLoss, ("multiclass",)),
+    "cross_entropy": LossSpec(WeightedCrossEntropyLoss, ("multiclass",)),
 }
 DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "bce_with_logits", "regression": "mse"}
 
 
 def spec_of(loss: nn.Module) -> LossSpec | None:
-    """The registry entry of a loss instance (None for a loss the registry does not know)."""
-    matches = [spec for spec in LOSSES.values() if type(loss) is spec.cls]
+    """The registry entry of a loss instance (None for a loss the registry does not know).
+
+    Subclasses match their registry class, and torch's ``nn.CrossEntropyLoss`` matches the
+    registry's subclass of it, so a loss given by class_path is checked against the task too.
+    """
+    kind = type(loss)
+    matches = [spec for spec in LOSSES.values() if isinstance(loss, spec.cls)
+               or (kind is not nn.Module and kind in spec.cls.__bases__)]
     return matches[0] if matches else None
+
+
+def import_loss(class_path: str) -> nn.Module:
+    """An instance, with default options, of the loss class at a dotted ``class_path``."""
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"Cannot import loss class {class_path!r} ({err}). Give a registry name "
+            f"({', '.join(sorted(LOSSES))}) or an importable class path such as torch.nn.HuberLoss."
+        ) from err
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"{class_path} is not an nn.Module class, so it cannot be a loss.")
+    return cls()
 
 
 def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
@@ -86,6 +109,8 @@ def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
         raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}")
     if loss is None:
         loss = DEFAULT_LOSS[task]
+    if isinstance(loss, str) and "." in loss:  # a class path given as plain text
+        loss = import_loss(loss)
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(

@@ -50,7 +50,9 @@ class Regressor(TaskModule):
         super().__init__(net, 1, input_shape, task, loss, optimizer, scheduler)
         self.manual_update = manual_update
         self.automatic_optimization = not manual_update
-        self.save_hyperparameters()
+        # The CLI links num_classes into every model; a regressor takes none, and a checkpoint that
+        # recorded it would fail to rebuild the model (validate/test/predict --ckpt_path).
+        self.save_hyperparameters(ignore=["num_classes"])
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"mae": MeanAbsoluteError(), "mse": MeanSquaredError()})
@@ -64,23 +66,38 @@ class Regressor(TaskModule):
             self._sgd_by_hand(loss)
         return loss
 
+    def configure_optimizers(self) -> Any:
+        config = super().configure_optimizers()
+        if self.manual_update:  # checked here, so a wrong setup fails before the first step
+            optimizer = config["optimizer"] if isinstance(config, dict) else config
+            plain = isinstance(optimizer, torch.optim.SGD) and not any(
+                g["momentum"] or g["weight_decay"] or g["maximize"] for g in optimizer.param_groups
+            )
+            if not plain:
+                raise ValueError(
+                    "manual_update writes out plain SGD (p -= lr * grad), but the optimizer is "
+                    f"{type(optimizer).__name__} {optimizer.defaults}: configure "
+                    "torch.optim.SGD without momentum or weight decay, or set manual_update false."
+                )
+            if self.trainer.precision == "16-mixed":
+                raise ValueError(
+                    "manual_update reads the gradients unscaled: use 32-true or bf16 precision."
+                )
+        return config
+
     def _sgd_by_hand(self, loss: torch.Tensor) -> None:
         optimizer = self.optimizers()
-        group = optimizer.param_groups[0]
-        if not isinstance(optimizer.optimizer, torch.optim.SGD) or group.get("momentum", 0) or group.get(
-            "weight_decay", 0
-        ):
-            raise ValueError(
-                "manual_update writes out plain SGD (p -= lr * grad): configure "
-                "optimizer torch.optim.SGD without momentum or weight decay, or turn it off."
-            )
         self.manual_backward(loss)
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.grad is not None:
-                    p -= group["lr"] * p.grad
-                    p.grad = None
+        with torch.no_grad():  # the update itself must not be recorded by autograd
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p -= group["lr"] * p.grad  # what SGD(lr) does without momentum
+                        p.grad = None
+        # Lightning counts steps (global_step, checkpoint saving, max_steps) in optimizer.step()
+        # calls. With every gradient cleared above, plain SGD's step changes no parameter.
+        optimizer.step()
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        return {"pred": self(x).squeeze(-1), "target": y}
+        *inputs, y = batch
+        return {"pred": self(*inputs).squeeze(-1), "target": y}

@@ -9,6 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _forget_mask(layer: EpochDropout, incompatible_keys: object) -> None:
+    layer._mask = None  # drawn again from the loaded (seed, epoch) at the next forward
+
+
 class EpochDropout(nn.Module):
     """Dropout whose mask stays fixed for a whole epoch and is resampled by ``reset(epoch)``.
 
@@ -30,6 +34,8 @@ class EpochDropout(nn.Module):
         self.seed = seed
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self._mask: torch.Tensor | None = None  # derived from (seed, epoch), never saved
+        # A loaded state (a resumed checkpoint) may hold another epoch than the cached mask's.
+        self.register_load_state_dict_post_hook(_forget_mask)
 
     def reset(self, epoch: int) -> None:
         self.epoch.fill_(epoch)
@@ -37,7 +43,9 @@ class EpochDropout(nn.Module):
 
     def mask(self, feature_shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The scaled keep-mask of the current epoch, shape ``feature_shape``."""
-        if self._mask is None or self._mask.shape != feature_shape or self._mask.device != device:
+        cached = self._mask
+        if (cached is None or cached.shape != feature_shape or cached.device != device
+                or cached.dtype != dtype):
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.epoch))
             keep = torch.rand(feature_shape, generator=generator) >= self.p
             self._mask = (keep / (1.0 - self.p)).to(device=device, dtype=dtype)

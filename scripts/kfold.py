@@ -1,0 +1,154 @@
+"""K-fold cross-validation: one ``cli.py fit`` per fold of the training set, then a summary.
+
+    python scripts/kfold.py --num_folds 5 --config configs/mnist_softmax.yaml \
+        --data.data_dir ../shared/data
+
+Every option this script does not know goes to ``cli.py fit`` unchanged (configs, overrides,
+presets such as configs/logger/wandb.yaml). Fold i trains on the other k - 1 folds of the
+official training set and validates on fold i; the split is seeded by ``data.seed`` and stratified
+by class for classification, and the official test set is never part of it.
+
+Each fold is its own run, ``<save_dir>/<name>/<group>/fold_<i>``, and with W&B its own W&B run in
+the W&B group ``<name>/<group>``. The validation metrics of each fold's best checkpoint, their
+mean and their sample standard deviation (n - 1) are printed as a table and written to
+``<save_dir>/<name>/<group>/kfold.json``.
+
+Running the same command again with the same ``--group`` (the default inside a SLURM job: the job
+id, so a requeued job does this by itself) keeps the finished folds and resumes an interrupted
+one from its last checkpoint. ``--launcher`` starts each fold differently, e.g. on all GPUs of a
+SLURM allocation (``--launcher "srun python"``) or of a node (``--launcher "torchrun
+--nproc-per-node 4"``, with configs/trainer/ddp.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+CLI = Path(__file__).resolve().parents[1] / "cli.py"
+# loggers whose runs are <save_dir>/<name>/<version> folders
+RUN_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
+
+def default_group() -> str:
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"kfold-slurm-{job}" if job else time.strftime("kfold-%Y%m%d-%H%M%S")
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], allow_abbrev=False,  # never swallow a cli.py option
+        epilog="Any other option is passed to `cli.py fit`.",
+    )
+    parser.add_argument("--num_folds", type=int, default=5, help="k, the number of folds (>= 2).")
+    parser.add_argument("--group", default=None,
+                        help="folder of the folds under <save_dir>/<name>/ and W&B group "
+                             "(default: kfold-slurm-<job id> in SLURM, else kfold-<date>-<time>).")
+    parser.add_argument("--launcher", default=sys.executable,
+                        help='command that runs cli.py for each fold, e.g. "srun python" '
+                             "(default: this Python).")
+    args, cli_args = parser.parse_known_args(argv)
+    if args.num_folds < 2:
+        parser.error(f"--num_folds must be at least 2, got {args.num_folds}")
+    return args, [a for a in cli_args if a != "--"]
+
+
+def resolved_config(cli_args: list[str]) -> dict[str, Any]:
+    """The fit config the folds will run with, as ``cli.py fit --print_config`` resolves it."""
+    done = subprocess.run([sys.executable, str(CLI), "fit", *cli_args, "--print_config"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"cli.py rejected the options {shlex.join(cli_args)}:\n{done.stderr.strip()}")
+    return yaml.safe_load(done.stdout)
+
+
+def experiment_folder(config: dict[str, Any]) -> Path:
+    """``<save_dir>/<name>`` of the first logger: where the fold runs go."""
+    logger = config["trainer"].get("logger")
+    first = logger[0] if isinstance(logger, list) else logger
+    if not isinstance(first, dict) or not first["class_path"].endswith(RUN_LOGGERS):
+        sys.exit("k-fold needs a CSVLogger or TensorBoardLogger as the first trainer.logger: "
+                 "it names the fold folders and holds their metrics.json.")
+    init = first.get("init_args", {})
+    return Path(init.get("save_dir") or ".") / str(init.get("name") or "")
+
+
+def summarize(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (n - 1) over the folds of every validation metric."""
+    names = sorted({k for metrics in fold_metrics for k in metrics if k.startswith("val/")})
+    summary = {}
+    for name in names:
+        values = [metrics[name] for metrics in fold_metrics]
+        summary[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values)}
+    return summary
+
+
+def table(
+    fold_metrics: list[dict[str, float]], summary: dict[str, dict[str, float]], title: str
+) -> Table:
+    view = Table(title=title)
+    view.add_column("fold", justify="right")
+    for name in summary:
+        view.add_column(name, justify="right")
+    for fold, metrics in enumerate(fold_metrics):
+        view.add_row(str(fold), *(f"{metrics[name]:.4f}" for name in summary))
+    view.add_section()
+    view.add_row("mean ± std", *(f"{s['mean']:.4f} ± {s['std']:.4f}" for s in summary.values()))
+    return view
+
+
+def run_fold(
+    launcher: list[str], cli_args: list[str], k: int, fold: int, group: str, wandb_group: str
+) -> None:
+    command = [*launcher, str(CLI), "fit", *cli_args, "--data.num_folds", str(k),
+               "--data.fold", str(fold), "--run_id", f"{group}/fold_{fold}",
+               "--run_group", wandb_group]
+    Console().rule(f"fold {fold} of {k}: {shlex.join(command)}")
+    if subprocess.run(command).returncode != 0:
+        sys.exit(f"fold {fold} failed (see above). Run the same command with --group {group} "
+                 "to resume: finished folds are kept.")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, cli_args = parse_args(argv)
+    group = args.group or default_group()
+    root = experiment_folder(resolved_config(cli_args))
+    folds = []
+    for fold in range(args.num_folds):
+        run_dir = root / group / f"fold_{fold}"
+        if not (run_dir / "metrics.json").is_file():
+            run_fold(shlex.split(args.launcher), cli_args, args.num_folds, fold, group,
+                     wandb_group=f"{root.name}/{group}")
+        result = json.loads((run_dir / "metrics.json").read_text())
+        folds.append({"fold": fold, "run_dir": str(run_dir), "checkpoint": result["checkpoint"],
+                      "metrics": result["metrics"]})
+    fold_metrics = [fold["metrics"] for fold in folds]
+    summary = summarize(fold_metrics)
+    report = {"num_folds": args.num_folds, "group": group, "cli_args": cli_args,
+              "std": "sample standard deviation (n - 1) over the folds",
+              "folds": folds, "summary": summary}
+    path = root / group / "kfold.json"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)  # never a half-written summary
+    console = Console()
+    title = f"{args.num_folds}-fold cross-validation, {root / group}"
+    console.print(table(fold_metrics, summary, title))
+    console.print(f"summary: {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
