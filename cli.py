@@ -8,8 +8,6 @@ the run's resolved ``config.yaml``.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from rich.console import Console
 import datamodules  # noqa: F401  (registers the datamodules for selection by name)
 import lightning_modules  # noqa: F401  (registers the models and networks)
 from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, StateDictExport
+from callbacks.atomic import write_json
 from callbacks.run_config import RunConfig
 from callbacks.run_dir import prepare_run
 from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
@@ -44,13 +43,6 @@ DEFAULT_CALLBACKS = [
     {"class_path": PROGRESS_BAR},
     {"class_path": MODEL_SUMMARY, "init_args": {"max_depth": 2}},  # with input/output sizes
 ]
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves a half-written file behind."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 class TemplateCLI(LightningCLI):

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from callbacks.atomic import write_json
 from cli import TemplateCLI, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +85,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 def write_results(name: str, payload: dict[str, Any], out: Path | None) -> Path:
     """Write ``payload`` as JSON, atomically; returns the path."""
     path = out or RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, payload, sort_keys=False)
     return path
 
 

@@ -53,7 +53,8 @@ class BestCheckpoint(ModelCheckpoint):
                 self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
         if self.monitor is not None and self.filename is None:
             # "val/acc" would make a folder: spell the metric with "_" in the file name
-            self.filename = f"epoch={{epoch:02d}}-step={{step}}-{self.monitor.replace('/', '_')}={{{self.monitor}:.4f}}"
+            metric = self.monitor.replace("/", "_")
+            self.filename = f"epoch={{epoch:02d}}-step={{step}}-{metric}={{{self.monitor}:.4f}}"
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from callbacks.atomic import atomic_path
 
 NET_PREFIX = "net."  # TaskModule keeps its network in ``self.net``
 
@@ -34,10 +35,8 @@ def checkpoint_net_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> Path:
     """``torch.save`` to a temporary name, then rename: readers never see a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
     return path
 
 

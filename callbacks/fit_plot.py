@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -10,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
+
+from callbacks.atomic import atomic_path
 
 
 def coefficients(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -97,10 +98,8 @@ class FitPlot(Callback):
                  + ", ".join(f"{c:.3f}" for c in fit.tolist()))
         axes.legend()
         path = Path(run_dir) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps ".png"
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=100)
         self.path = path
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

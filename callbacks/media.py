@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,13 @@ from matplotlib.figure import Figure
 from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
+from callbacks.atomic import atomic_path
+
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """PNG through a temporary name: a reader never sees half an image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps ".png"
-    figure.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     return path
 
 

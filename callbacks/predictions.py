@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from callbacks.atomic import write_text
 
 
 def _rows(predictions: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
@@ -49,7 +50,8 @@ class PredictionWriter(BasePredictionWriter):
             return
         batches = predictions[0] if isinstance(predictions[0], list) else predictions  # one loader
         rows = _rows(batches)
-        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / f"predictions.{self.format}"
+        default = Path(trainer.log_dir or ".") / f"predictions.{self.format}"
+        path = Path(self.output) if self.output else default
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,6 @@ class PredictionWriter(BasePredictionWriter):
                 writer.writerow({k: "|".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v)
                                  if isinstance(v, list) else v for k, v in row.items()})
             text = buffer.getvalue()
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(path, text)
         self.path = path
         print(f"predictions: {len(rows)} rows written to {path}")

@@ -9,7 +9,8 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.run_dir import WANDB_ID_FILE, write_text_atomic
+from callbacks.atomic import write_text
+from callbacks.run_dir import WANDB_ID_FILE
 
 
 def free_config_name(run_dir: Path, filename: str) -> str:
@@ -54,4 +55,4 @@ class RunConfig(SaveConfigCallback):
             run = logger.experiment
             run.config.update({**config, "run_dir": str(self._run_dir)}, allow_val_change=True)
             if self._run_dir is not None:
-                write_text_atomic(Path(self._run_dir) / WANDB_ID_FILE, run.id)
+                write_text(Path(self._run_dir) / WANDB_ID_FILE, run.id)

@@ -140,13 +140,6 @@ def configure_wandb_resume(init_args: Namespace, run_dir: Path, display_name: st
         init_args.name = display_name
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (other ranks, a restarted job) never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def stored_wandb_id(run_dir: str | Path) -> str | None:
     path = Path(run_dir) / WANDB_ID_FILE
     return path.read_text().strip() if path.is_file() else None

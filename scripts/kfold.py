@@ -37,6 +37,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from callbacks.atomic import write_json
+
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
 # loggers whose runs are <save_dir>/<name>/<version> folders
 RUN_LOGGERS = ("CSVLogger", "TensorBoardLogger")
@@ -140,9 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "std": "sample standard deviation (n - 1) over the folds",
               "folds": folds, "summary": summary}
     path = root / group / "kfold.json"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)  # never a half-written summary
+    write_json(path, report, sort_keys=False)  # never a half-written summary
     console = Console()
     title = f"{args.num_folds}-fold cross-validation, {root / group}"
     console.print(table(fold_metrics, summary, title))

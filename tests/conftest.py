@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 import torchvision.datasets.cifar
+import yaml
 from torchvision.datasets import CIFAR10
 
 from tests.fake_data import write_cifar10, write_image_folder, write_mnist
