@@ -15,9 +15,15 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from callbacks.atomic import write_text
 
 
-def _rows(predictions: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
-    """One row per sample from the per-batch dicts of ``predict_step``."""
+def _rows(predictions: list[dict[str, torch.Tensor]], topk: int) -> list[dict[str, Any]]:
+    """One row per sample from the per-batch dicts of ``predict_step``; class probabilities
+    (``probs``, (N, C)) become the predicted class, its probability and the top ``topk``."""
     columns = {k: torch.cat([p[k].cpu() for p in predictions]) for k in predictions[0]}
+    if "probs" in columns:
+        probs = columns.pop("probs")
+        top_probs, top_classes = probs.topk(min(topk, probs.shape[1]), dim=1)  # (N, k)
+        columns = {"pred": top_classes[:, 0], "prob": top_probs[:, 0], "topk_classes": top_classes,
+                   "topk_probs": top_probs, **columns}
     rows = []
     for i in range(len(next(iter(columns.values())))):
         row: dict[str, Any] = {"index": i}
@@ -35,12 +41,16 @@ class PredictionWriter(BasePredictionWriter):
         output: file to write (default ``<run dir>/predictions.<format>``; one file per process
             under DDP, suffixed ``.rank<N>``).
         format: "csv" (top-k lists joined with "|") or "json".
+        topk: how many of the most probable classes a classifier's row lists, with probabilities.
     """
 
-    def __init__(self, output: str | None = None, format: Literal["csv", "json"] = "csv") -> None:
+    def __init__(
+        self, output: str | None = None, format: Literal["csv", "json"] = "csv", topk: int = 3
+    ) -> None:
         super().__init__(write_interval="epoch")
         self.output = output
         self.format = format
+        self.topk = topk
         self.path: Path | None = None
 
     def write_on_epoch_end(
@@ -49,7 +59,7 @@ class PredictionWriter(BasePredictionWriter):
         if not predictions:
             return
         batches = predictions[0] if isinstance(predictions[0], list) else predictions  # one loader
-        rows = _rows(batches)
+        rows = _rows(batches, self.topk)
         default = Path(trainer.log_dir or ".") / f"predictions.{self.format}"
         path = Path(self.output) if self.output else default
         if trainer.world_size > 1:

@@ -25,7 +25,6 @@ class Classifier(TaskModule):
         loss: registry name or loss module; None picks cross_entropy / bce_with_logits.
         optimizer: optimizer class and options (SGD with momentum, Adam, RMSprop, Adagrad, ...).
         scheduler: optional LR scheduler; OneCycleLR gets its total_steps from the Trainer.
-        topk: how many top classes ``predict`` reports with their probabilities.
         tta_flip: outside training, average the logits of each image and its horizontal mirror
             (test-time augmentation; only for data whose labels survive a flip).
 
@@ -44,7 +43,6 @@ class Classifier(TaskModule):
         loss: str | nn.Module | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
-        topk: int = 3,
         tta_flip: bool = False,
     ) -> None:
         if task not in ("multiclass", "binary"):
@@ -53,7 +51,6 @@ class Classifier(TaskModule):
                 "use Regressor for real-valued targets."
             )
         self.num_classes = num_classes
-        self.topk = min(topk, num_classes)
         self.tta_flip = tta_flip
         num_outputs = 1 if task == "binary" else num_classes
         super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler)
@@ -97,7 +94,5 @@ class Classifier(TaskModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         *inputs, y = batch
-        probs = self.probabilities(self(*inputs))
-        top_probs, top_classes = probs.topk(self.topk, dim=1)
-        return {"pred": top_classes[:, 0], "prob": top_probs[:, 0], "topk_classes": top_classes,
-                "topk_probs": top_probs, "target": y}
+        # class probabilities (B, num_classes); the writer reports the class and the top k
+        return {"probs": self.probabilities(self(*inputs)), "target": y}

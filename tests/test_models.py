@@ -42,7 +42,7 @@ def test_fit_then_predict(config: Path, data_args) -> None:
     rows = read_predictions(writer.path)
     assert rows and all(row["target"] != "" for row in rows)
     if isinstance(model, Classifier):
-        k = min(model.topk, model.num_classes)
+        k = min(writer.topk, model.num_classes)
         for row in rows:
             classes = [int(c) for c in row["topk_classes"].split("|")]
             probs = [float(p) for p in row["topk_probs"].split("|")]
@@ -160,3 +160,19 @@ def test_inspect_script_prints_every_parameter(capsys: pytest.CaptureFixture[str
     rows = script.parameter_rows(model)
     assert [name for name, *_ in rows] == [name for name, _ in model.named_parameters()]
     assert sum(count for _, _, count, _ in rows) == sum(p.numel() for p in model.parameters())
+
+
+def test_predict_options_apply_to_a_checkpoint(tmp_path: Path) -> None:
+    # Lightning rebuilds the model from a checkpoint's hyperparameters; how predictions are
+    # written (top-k, format) belongs to the writer, so it still follows the command line.
+    config = CONFIGS / "logistic_regression.yaml"
+    fit = cli_main(["fit", "--config", str(config), *QUIET, "--trainer.max_epochs", "1",
+                    "--test_after_fit", "false"])
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    output = tmp_path / "top1.json"
+    cli_main(["predict", "--config", str(config), *QUIET, "--ckpt_path", ckpt,
+              "--predictions.topk", "1", "--predictions.format", "json",
+              "--predictions.output", str(output)])
+    rows = json.loads(output.read_text())
+    assert all(len(row["topk_classes"]) == len(row["topk_probs"]) == 1 for row in rows)
+    assert all(row["topk_classes"][0] == row["pred"] for row in rows)
