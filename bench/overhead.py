@@ -15,6 +15,7 @@ machine shared with other work it is steadier than wall time, which is the numbe
 
 from __future__ import annotations
 
+import copy
 import gc
 import statistics
 import sys
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def hand_written(cli, timer) -> tuple[float, float, int, int]:
         loader = cli.datamodule.train_dataloader()
-        return hand_written_fit(cli.model, timer.initial_net, loader, cli.trainer.global_step,
+        net = copy.deepcopy(timer.initial_net)  # the Lightning run's initial weights, every time
+        return hand_written_fit(cli.model, net, loader, cli.trainer.global_step,
                                 cli.trainer.precision)
 
     # warm-up pair, not counted: imports, allocator, kernel caches
