@@ -67,6 +67,7 @@ class SplitDataModule(L.LightningDataModule):
     """
 
     task: str = "multiclass"
+    collate_fn: Callable | None = None  # how the DataLoader batches samples (None: stack them)
 
     def __init__(
         self,
@@ -162,6 +163,7 @@ class SplitDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=False,
+            collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

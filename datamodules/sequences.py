@@ -55,6 +55,7 @@ class MNISTRowsDataModule(MNISTDataModule):
     """
 
     name = "MNIST rows"
+    collate_fn = staticmethod(pad_batch)  # pads each batch and returns the lengths
     ink_threshold = 0.1  # brightness in [0, 1] above which a row counts as part of the digit
 
     @property
@@ -71,15 +72,7 @@ class MNISTRowsDataModule(MNISTDataModule):
                 f"{type(self).__name__} pads row sequences in a DataLoader and has no "
                 "device-resident path: set data.device_resident false."
             )
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=split == "train",
-            collate_fn=pad_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+        return super().loader(split)
 
     def predict_dataloader(self) -> Any:
         return self.loader("test")
