@@ -19,6 +19,7 @@ import datamodules  # noqa: F401  (registers the datamodules for selection by na
 import lightning_modules  # noqa: F401  (registers the models and networks)
 from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, StateDictExport
 from callbacks.atomic import write_json
+from callbacks.host_memory import keep_freed_memory
 from callbacks.run_config import RunConfig
 from callbacks.run_dir import prepare_run
 from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
@@ -65,14 +66,24 @@ class TemplateCLI(LightningCLI):
             "--run_group", type=str | None, default=None,
             help="fit: W&B group of the run (the folds of a k-fold run share one).",
         )
+        parser.add_argument(
+            "--keep_freed_memory", type=bool, default=True,
+            help="Linux (glibc): keep freed host memory in the process instead of handing it back "
+            "to the kernel and page-faulting it in again at every step (up to 2x faster CPU "
+            "training; the process keeps its peak memory). Skipped when MALLOC_* or LD_PRELOAD "
+            "is set.",
+        )
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("keep_freed_memory", True):
+            keep_freed_memory()
         # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
         # false, instead of Lightning refusing the combination.
-        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        trainer = config.trainer
         dropped = {PROGRESS_BAR: trainer.enable_progress_bar, MODEL_SUMMARY: trainer.enable_model_summary}
         trainer.callbacks = [
             c for c in trainer.callbacks or []

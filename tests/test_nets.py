@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lightning_modules.nets as nets
@@ -47,6 +48,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple], tuple[int, 
                               lambda: images(CIFAR), (4, 10)),
     "cnn-blockpool-gelu": (lambda: CNN(7, block_pool="max", activation="gelu", channels=(8, 8, 8)),
                            lambda: images((3, 40, 24)), (4, 7)),
+    "cnn-blockpool-relu-channels-last": (
+        lambda: CNN(10, block_pool="max", head="flatten", hidden=16, channels_last=True),
+        lambda: images(MNIST), (4, 10)),
     "cnn-epoch-dropout": (lambda: CNN(2, epoch_dropout=0.3, dropout=0.1),
                           lambda: images(MNIST), (4, 2)),
     "linear-polynomial": (lambda: LinearNet(1), lambda: (torch.randn(4, 3),), (4, 1)),
@@ -108,6 +112,50 @@ def test_cnn_options_change_the_layers() -> None:
     assert [type(m).__name__ for m in gap.head] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         CNN(10, kernel_size=4)
+
+
+def conv_relu_pool_reference(net: CNN, x: torch.Tensor) -> torch.Tensor:
+    """The textbook block order, conv -> ReLU -> max-pool, with ``net``'s own weights."""
+    for conv in (m for m in net.features if isinstance(m, nn.Conv2d)):
+        x = F.max_pool2d(F.relu(conv(x)), 2)
+    return net.head(x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+def test_max_pool_before_relu_gives_the_same_outputs_and_gradients(channels_last: bool) -> None:
+    """With ReLU the block pools first (cheaper): max and ReLU commute, in value and gradient.
+    The input has flat (zero) regions and negative plateaus, where ties and dead units meet."""
+    torch.manual_seed(0)
+    net = CNN(10, channels=(6, 8), block_pool="max", head="flatten", hidden=16,
+              channels_last=channels_last)
+    x = torch.randn(3, 1, 12, 12)
+    x[:, :, :6] = 0.0  # windows whose values all equal the bias: ties
+    net(x)  # materializes the lazy layers
+    assert [type(m).__name__ for m in net.features] == [
+        "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+    reference = CNN(10, channels=(6, 8), block_pool="max", head="flatten", hidden=16)
+    reference(x)
+    reference.load_state_dict(net.state_dict())  # same keys: pooling and ReLU hold no weights
+    out, expected = net(x), conv_relu_pool_reference(reference, x)
+    torch.testing.assert_close(out, expected)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    for (name, p), q in zip(net.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_channels_last_stores_convolution_weights_nhwc_before_any_optimizer() -> None:
+    net = CNN(10, channels=(4, 8), channels_last=True)
+    params = list(net.parameters())  # what an optimizer would hold
+    net(torch.zeros(2, *MNIST))
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    # (C_out, 1, kh, kw) is NCHW- and NHWC-contiguous at once; NHWC strides put C innermost
+    assert all(c.weight.stride()[1] == 1 for c in convs)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert all(not c._forward_hooks for c in convs)  # the hook left after its one job
+    out = net(torch.randn(2, *MNIST))
+    assert out.shape == (2, 10)
+    assert convs[0].weight is params[0]  # the same Parameter object, only its storage changed
 
 
 @pytest.mark.parametrize("size", [(8, 8), (13, 21), (32, 32)])
