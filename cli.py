@@ -19,10 +19,11 @@ import datamodules  # noqa: F401  (registers the datamodules for selection by na
 import lightning_modules  # noqa: F401  (registers the models and networks)
 from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, StateDictExport
 from callbacks.atomic import write_json
-from callbacks.host_memory import keep_freed_memory
+from callbacks.cpu_runtime import cheap_cuda_check, keep_freed_memory
 from callbacks.run_config import RunConfig
 from callbacks.run_dir import prepare_run
 from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
+from lightning_modules.nets import EpochDropout
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
@@ -30,12 +31,13 @@ DESCRIPTION = (
     "See 'python cli.py fit --help' for every option, including the known models (--model) and "
     "datamodules (--data)."
 )
-# A local CSV logger: runs need no account and no network.
+# A local CSV logger: runs need no account and no network. No profiling, at no cost per hook.
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": "logs", "name": "default"},
     },
+    "profiler": {"class_path": "callbacks.null_profiler.NullProfiler"},
 }
 # Defaults of ``trainer.callbacks`` (a config's own list replaces them; ``+=`` appends).
 PROGRESS_BAR = "lightning.pytorch.callbacks.RichProgressBar"
@@ -81,6 +83,7 @@ class TemplateCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("keep_freed_memory", True):
             keep_freed_memory()
+        cheap_cuda_check()  # no CUDA device: no NVML probe at every optimizer step
         # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
         # false, instead of Lightning refusing the combination.
         trainer = config.trainer
@@ -108,6 +111,23 @@ class TemplateCLI(LightningCLI):
             if cause is err:
                 raise
             raise cause from None
+        self.drop_idle_callbacks()
+
+    def drop_idle_callbacks(self) -> None:
+        """Lightning calls every hook of every callback at every step, so the always-present
+        callbacks leave when they have nothing to do in this run: the prediction writer outside
+        ``predict``, the epoch-dropout reset for a model without EpochDropout layers."""
+        if self.subcommand is None:
+            return
+        has_epoch_dropout = any(isinstance(m, EpochDropout) for m in self.model.modules())
+        idle = (
+            (PredictionWriter, self.subcommand != "predict"),
+            (EpochDropoutReset, self.subcommand != "fit" or not has_epoch_dropout),
+        )
+        self.trainer.callbacks = [
+            c for c in self.trainer.callbacks
+            if not any(isinstance(c, kind) and unused for kind, unused in idle)
+        ]
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

@@ -54,9 +54,11 @@ class TaskModule(L.LightningModule):
         loss: str | nn.Module | None,
         optimizer: OptimizerCallable,
         scheduler: LRSchedulerCallable | None,
+        log_train_metrics: bool = True,
     ) -> None:
         super().__init__()
         self.task = task
+        self.log_train_metrics = log_train_metrics
         self.loss = build_loss(loss, task)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -107,7 +109,8 @@ class TaskModule(L.LightningModule):
         # Each step only updates tensors on the device. ``self.log`` is slow Python, so epoch
         # values are logged once per epoch (``log_epoch``) and the step loss only where a logger
         # or a progress bar reads it.
-        getattr(self, f"{split}_metrics").update(*self.metric_inputs(out.detach(), y))
+        if split != "train" or self.log_train_metrics:
+            getattr(self, f"{split}_metrics").update(*self.metric_inputs(out.detach(), y))
         # the batch mean once per sample (B,): a batch-size-weighted mean over the epoch
         # (MeanMetric's own weight argument is ignored under nan_strategy="disable")
         getattr(self, f"{split}_loss_mean").update(loss.detach().expand(len(y)))
@@ -136,7 +139,8 @@ class TaskModule(L.LightningModule):
             self.log("train/loss", loss, logger=False, prog_bar=True)
         else:
             self.log(f"{split}/loss", loss, prog_bar=True)
-        self.log_dict(getattr(self, f"{split}_metrics"), prog_bar=True)
+        if split != "train" or self.log_train_metrics:
+            self.log_dict(getattr(self, f"{split}_metrics"), prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")

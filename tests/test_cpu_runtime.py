@@ -1,4 +1,5 @@
-"""Freed host memory stays in the process: repeated training-step allocations stop page-faulting."""
+"""CPU process settings: freed memory stays in the process (no page faults at every step), and
+without a CUDA device ``torch.cuda.is_available()`` stops probing NVML at every optimizer step."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import cli
-from callbacks.host_memory import keep_freed_memory
+from callbacks.cpu_runtime import cheap_cuda_check, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_PAGES = 4 * (12 << 20) // 4096  # pages of one step's buffers (4 x 12 MiB)
@@ -21,7 +23,7 @@ def page_faults(keep: bool) -> int:
     (the allocator's settings are per process)."""
     script = textwrap.dedent(f"""
         import resource, torch
-        from callbacks.host_memory import keep_freed_memory
+        from callbacks.cpu_runtime import keep_freed_memory
         if {keep}:
             assert keep_freed_memory()
         def step():
@@ -60,3 +62,15 @@ def test_the_cli_flag_decides(flag: str | None, monkeypatch) -> None:
         args += ["--keep_freed_memory", flag]
     cli.cli_main(args, run=False)
     assert calls == ([] if flag == "false" else [1])
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="a CPU-only build has no NVML check")
+def test_without_a_cuda_device_the_cuda_check_is_the_cached_one(monkeypatch) -> None:
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning sets it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert cheap_cuda_check() is True
+    assert torch.cuda._nvml_based_avail() is False
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # GPUs: forks stay CUDA-free
+    assert cheap_cuda_check() is False
+    assert torch.cuda._nvml_based_avail() is True
