@@ -23,7 +23,6 @@ from callbacks.cpu_runtime import cheap_cuda_check, keep_freed_memory
 from callbacks.run_config import RunConfig
 from callbacks.run_dir import prepare_run
 from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
-from lightning_modules.nets import EpochDropout
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
@@ -111,23 +110,6 @@ class TemplateCLI(LightningCLI):
             if cause is err:
                 raise
             raise cause from None
-        self.drop_idle_callbacks()
-
-    def drop_idle_callbacks(self) -> None:
-        """Lightning calls every hook of every callback at every step, so the always-present
-        callbacks leave when they have nothing to do in this run: the prediction writer outside
-        ``predict``, the epoch-dropout reset for a model without EpochDropout layers."""
-        if self.subcommand is None:
-            return
-        has_epoch_dropout = any(isinstance(m, EpochDropout) for m in self.model.modules())
-        idle = (
-            (PredictionWriter, self.subcommand != "predict"),
-            (EpochDropoutReset, self.subcommand != "fit" or not has_epoch_dropout),
-        )
-        self.trainer.callbacks = [
-            c for c in self.trainer.callbacks
-            if not any(isinstance(c, kind) and unused for kind, unused in idle)
-        ]
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

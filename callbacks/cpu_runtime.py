@@ -5,9 +5,9 @@ adapts upwards, not always far enough) straight to the kernel with ``mmap`` and 
 with ``munmap`` when freed, and gives the top of the heap back whenever more than 128 KiB of it
 is free. A training step allocates and frees the same activation-sized buffers every time, so
 the kernel maps and zeroes fresh pages at every step: a small CNN on MNIST trains up to twice
-as slowly on a CPU as it does with the memory kept. ``mallopt`` fixes both thresholds for the rest of the process:
-blocks up to 32 MiB (glibc's maximum) come from the heap, and up to 1 GiB of free heap is
-kept. The price is that the process keeps its peak memory until it exits, as jemalloc and
+as slowly on a CPU as it does with the memory kept. ``mallopt`` fixes both thresholds for the
+rest of the process: blocks up to 32 MiB (glibc's maximum) come from the heap, and up to 1 GiB
+of free heap is kept. The price is that the process keeps its peak memory until it exits, as jemalloc and
 tcmalloc (the allocators PyTorch's CPU tuning guide suggests) do anyway.
 
 ``cheap_cuda_check``: importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, so that

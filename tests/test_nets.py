@@ -152,7 +152,7 @@ def test_channels_last_stores_convolution_weights_nhwc_before_any_optimizer() ->
     # (C_out, 1, kh, kw) is NCHW- and NHWC-contiguous at once; NHWC strides put C innermost
     assert all(c.weight.stride()[1] == 1 for c in convs)
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    assert all(not c._forward_hooks for c in convs)  # the hook left after its one job
+    assert all(not c._forward_pre_hooks for c in convs)  # the hooks left after their one job
     out = net(torch.randn(2, *MNIST))
     assert out.shape == (2, 10)
     assert convs[0].weight is params[0]  # the same Parameter object, only its storage changed

@@ -38,17 +38,21 @@ def logged_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("every", [1, 2])
-def test_step_loss_logged_where_the_logger_reads_it(every: int, mnist_dir: Path) -> None:
+@pytest.mark.parametrize(("every", "train_metrics"), [(1, "true"), (2, "true"), (1, "false")])
+def test_step_loss_logged_where_the_logger_reads_it(every: int, train_metrics: str,
+                                                    mnist_dir: Path) -> None:
     """``train/loss_step`` lands on the steps of ``log_every_n_steps``, and ``train/loss_epoch``
     is the batch-size-weighted mean of every step's loss (fake MNIST: 118 training samples, so
-    batches of 32, 32, 32 and 22)."""
+    batches of 32, 32, 32 and 22). Training accuracy is there unless ``log_train_metrics`` is
+    false (mnist_fast's own setting); validation accuracy always is."""
     cli = cli_main(["fit", "--config", str(CONFIGS / "mnist_fast.yaml"), *QUIET,
                     "--data.init_args.data_dir", str(mnist_dir),
-                    "--data.init_args.batch_size", "32", "--trainer.log_every_n_steps", str(every)])
+                    "--data.init_args.batch_size", "32", "--trainer.log_every_n_steps", str(every),
+                    "--model.init_args.log_train_metrics", train_metrics])
     rows = logged_rows(Path(cli.trainer.log_dir))
-    names = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc"}
+    names = {"train/loss_step", "train/loss_epoch", "val/loss", "val/acc"}
     assert names <= set(rows[0])
+    assert ("train/acc" in rows[0]) == (train_metrics == "true")
     steps = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r["train/loss_step"]}
     assert sorted(steps) == [s for s in range(4) if (s + 1) % every == 0]
     epoch = [float(r["train/loss_epoch"]) for r in rows if r["train/loss_epoch"]]

@@ -13,16 +13,17 @@ from lightning_modules.nets.layers import EpochDropout, SpatialPyramidPool
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-def weight_to_channels_last(conv: nn.Module, args: object, output: object) -> None:
-    """Forward hook of a lazy convolution: once its weight exists, store it NHWC, then leave.
+def weight_to_channels_last(conv: nn.Module, args: object) -> None:
+    """Forward pre-hook of a lazy convolution: store its weight NHWC before its first forward.
 
-    Runs at the network's first forward, which the LightningModule does before any optimizer
+    Runs after the lazy layer's own pre-hook has made the weight (or after ``load_state_dict``
+    has), at the network's first forward, which the LightningModule runs before any optimizer
     sees the parameters; the Parameter object stays the same (only its storage changes).
     """
     conv.weight.data = conv.weight.data.to(memory_format=torch.channels_last)
-    for key, hook in list(conv._forward_hooks.items()):
+    for key, hook in list(conv._forward_pre_hooks.items()):
         if hook is weight_to_channels_last:
-            del conv._forward_hooks[key]
+            del conv._forward_pre_hooks[key]
 
 
 def make_activation(name: str) -> nn.Module:
@@ -98,7 +99,7 @@ class CNN(nn.Module):
         if channels_last:
             for layer in self.features:
                 if isinstance(layer, nn.LazyConv2d):
-                    layer.register_forward_hook(weight_to_channels_last)
+                    layer.register_forward_pre_hook(weight_to_channels_last)
 
         pool: list[nn.Module] = {
             "seed": [nn.AdaptiveMaxPool2d(adaptive_size), nn.AvgPool2d(2), nn.Flatten()],
