@@ -13,7 +13,7 @@ minutes) hits both, where a ratio of separate medians would mix phases. Many sho
 (``--max_steps``) therefore measure better than a few long ones. The ratio of CPU times (this
 process's, all threads) is shown too.
 
-    python -m bench.overhead --config configs/mnist_fast.yaml --rounds 20 --max_steps 60
+    python -m bench.overhead --config configs/mnist_fast.yaml --rounds 10
     python -m bench.overhead --accelerator gpu --check_sync
 """
 
@@ -41,7 +41,7 @@ from bench.common import (
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml")
-    parser.add_argument("--rounds", type=int, default=5, help="timed Lightning/hand-written pairs")
+    parser.add_argument("--rounds", type=int, default=10, help="timed Lightning/hand-written pairs")
     parser.add_argument("--max_steps", type=int, default=-1,
                         help="training steps per run (-1: the config's epochs)")
     parser.add_argument("--check_sync", action="store_true",
