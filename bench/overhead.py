@@ -8,10 +8,10 @@ start-up, validation or checkpointing). ratio = hand-written time / Lightning ti
 Lightning costs nothing extra and 0.97 means it runs at 97% of the hand-written throughput.
 
 The headline is the median of the per-round ratios: the two runs of a round are seconds apart,
-so a slow phase of a shared machine (on small VMs kernel speed drifts by tens of percent over
-minutes) hits both, where a ratio of separate medians would mix phases. Many short rounds
-(``--max_steps``) therefore measure better than a few long ones. The ratio of CPU times (this
-process's, all threads) is shown too.
+so a slow phase of a shared machine (on small VMs kernel speed drifts by ±10% over minutes) hits
+both, where a ratio of separate medians would mix phases. Runs of a whole epoch amortize
+Lightning's one-time cost of its first step (~10 ms); ``--max_steps`` shortens them. The ratio of
+CPU times (this process's, all threads) is shown too.
 
     python -m bench.overhead --config configs/mnist_fast.yaml --rounds 10
     python -m bench.overhead --accelerator gpu --check_sync
