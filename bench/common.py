@@ -83,9 +83,10 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 
 def write_results(name: str, payload: dict[str, Any], out: Path | None) -> Path:
-    """Write ``payload`` as JSON, atomically; returns the path."""
+    """Write ``payload`` as JSON, atomically, and print where; returns the path."""
     path = out or RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     write_json(path, payload, sort_keys=False)
+    print(f"results: {path}")
     return path
 
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         caption=f"{machine_line(info)}; DataLoader workers: {args.num_workers}",
     )
     payload = {"benchmark": "data_path", "argv": sys.argv[1:], "machine": info, "rows": rows}
-    print(f"results: {write_results('data_path', payload, args.out)}")
+    write_results('data_path', payload, args.out)
     return payload
 
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     payload = {"benchmark": "overhead", "config": str(args.config), "argv": sys.argv[1:],
                "machine": info, "rounds": rounds, "summary": summary}
-    print(f"results: {write_results('overhead', payload, args.out)}")
+    write_results('overhead', payload, args.out)
     return payload
 
 

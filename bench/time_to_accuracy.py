@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     payload = {"benchmark": "time_to_accuracy", "config": str(args.config), "argv": sys.argv[1:],
                "machine": info, "runs": runs, "summary": summary}
-    print(f"results: {write_results('time_to_accuracy', payload, args.out)}")
+    write_results('time_to_accuracy', payload, args.out)
     return payload
 
 

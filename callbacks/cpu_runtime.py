@@ -7,8 +7,8 @@ is free. A training step allocates and frees the same activation-sized buffers e
 the kernel maps and zeroes fresh pages at every step: a small CNN on MNIST trains up to twice
 as slowly on a CPU as it does with the memory kept. ``mallopt`` fixes both thresholds for the
 rest of the process: blocks up to 32 MiB (glibc's maximum) come from the heap, and up to 1 GiB
-of free heap is kept. The price is that the process keeps its peak memory until it exits, as jemalloc and
-tcmalloc (the allocators PyTorch's CPU tuning guide suggests) do anyway.
+of free heap is kept. The price is that the process keeps its peak memory until it exits, as
+jemalloc and tcmalloc (the allocators PyTorch's CPU tuning guide suggests) do anyway.
 
 ``cheap_cuda_check``: importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, so that
 ``torch.cuda.is_available()`` asks NVML instead of initializing CUDA (a process that forks its
@@ -44,11 +44,11 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (not musl)
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_get_libc_version
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (musl has no such thresholds)
+        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(

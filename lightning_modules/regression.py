@@ -28,9 +28,9 @@ class Regressor(TaskModule):
         optimizer: optimizer class and options.
         scheduler: optional LR scheduler.
         manual_update: write the SGD update out by hand instead of calling ``optimizer.step()``.
-        log_train_metrics: update and log the metrics on training batches too (``train/acc``...).
-            False leaves training with its loss alone, one step's worth of small tensor ops
-            less per batch: what speed runs do (validation and test metrics are kept).
+        log_train_metrics: update and log the metrics on training batches too (``train/mae``,
+            ``train/mse``). False leaves training with its loss alone (validation and test
+            metrics are kept).
     """
 
     def __init__(

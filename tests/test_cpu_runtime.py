@@ -18,14 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 STEP_PAGES = 4 * (12 << 20) // 4096  # pages of one step's buffers (4 x 12 MiB)
 STEPS = 20
 
-def page_faults(keep: bool) -> int:
+def page_faults_with_memory_kept() -> int:
     """Minor page faults of STEPS steps that each allocate and free 4 x 12 MiB, in a fresh process
-    (the allocator's settings are per process)."""
+    (the allocator's settings are per process) that keeps freed memory."""
     script = textwrap.dedent(f"""
         import resource, torch
         from callbacks.cpu_runtime import keep_freed_memory
-        if {keep}:
-            assert keep_freed_memory()
+        assert keep_freed_memory()
         def step():
             buffers = [torch.ones(3 << 20) for _ in range(4)]
             del buffers
@@ -43,7 +42,7 @@ def page_faults(keep: bool) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
 def test_kept_memory_is_reused_without_page_faults() -> None:
-    kept = page_faults(keep=True)
+    kept = page_faults_with_memory_kept()
     assert kept < STEPS * STEP_PAGES / 10, f"{kept} page faults in {STEPS} steps"
 
 

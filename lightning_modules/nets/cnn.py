@@ -92,9 +92,10 @@ class CNN(nn.Module):
             )
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(width))
-            pool = {"none": [], "max": [nn.MaxPool2d(2)], "avg": [nn.AvgPool2d(2)]}[block_pool]
+            pooling = {"none": [], "max": [nn.MaxPool2d(2)], "avg": [nn.AvgPool2d(2)]}[block_pool]
             act = make_activation(activation)
-            blocks += [*pool, act] if block_pool == "max" and activation == "relu" else [act, *pool]
+            relu_max = block_pool == "max" and activation == "relu"
+            blocks += [*pooling, act] if relu_max else [act, *pooling]
         self.features = nn.Sequential(*blocks)
         if channels_last:
             for layer in self.features:
