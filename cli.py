@@ -8,7 +8,7 @@ the run's resolved ``config.yaml``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 from typing import Any
 
 import lightning as L
@@ -17,12 +17,10 @@ from rich.console import Console
 
 import datamodules  # noqa: F401  (registers the datamodules for selection by name)
 import lightning_modules  # noqa: F401  (registers the models and networks)
-from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, StateDictExport
-from callbacks.atomic import write_json
-from callbacks.cpu_runtime import cheap_cuda_check, keep_freed_memory
-from callbacks.run_config import RunConfig
-from callbacks.run_dir import prepare_run
-from callbacks.wandb_extras import finish_wandb_run, prepare_wandb_loggers
+from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, RunConfig, StateDictExport
+from runs.files import write_json
+from runs.folders import METRICS_FILE, prepare_run, run_dir
+from runs.loggers import finish_wandb_run, prepare_wandb_loggers
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
@@ -30,13 +28,12 @@ DESCRIPTION = (
     "See 'python cli.py fit --help' for every option, including the known models (--model) and "
     "datamodules (--data)."
 )
-# A local CSV logger: runs need no account and no network. No profiling, at no cost per hook.
+# A local CSV logger: runs need no account and no network.
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
         "init_args": {"save_dir": "logs", "name": "default"},
     },
-    "profiler": {"class_path": "callbacks.null_profiler.NullProfiler"},
 }
 # Defaults of ``trainer.callbacks`` (a config's own list replaces them; ``+=`` appends).
 PROGRESS_BAR = "lightning.pytorch.callbacks.RichProgressBar"
@@ -45,6 +42,11 @@ DEFAULT_CALLBACKS = [
     {"class_path": PROGRESS_BAR},
     {"class_path": MODEL_SUMMARY, "init_args": {"max_depth": 2}},  # with input/output sizes
 ]
+
+
+def import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 class TemplateCLI(LightningCLI):
@@ -67,22 +69,16 @@ class TemplateCLI(LightningCLI):
             "--run_group", type=str | None, default=None,
             help="fit: W&B group of the run (the folds of a k-fold run share one).",
         )
-        parser.add_argument(
-            "--keep_freed_memory", type=bool, default=True,
-            help="Linux (glibc): keep freed host memory in the process instead of handing it back "
-            "to the kernel and page-faulting it in again at every step (up to 2x faster CPU "
-            "training; the process keeps its peak memory). Skipped when MALLOC_* or LD_PRELOAD "
-            "is set.",
-        )
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("keep_freed_memory", True):
-            keep_freed_memory()
-        cheap_cuda_check()  # no CUDA device: no NVML probe at every optimizer step
+        # The checkpoint ranks by the model's own quality metric unless told otherwise.
+        metric, mode = import_class(config.model.class_path).monitor
+        if config.checkpoint.monitor is None:
+            config.checkpoint.monitor, config.checkpoint.mode = metric, config.checkpoint.mode or mode
         # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
         # false, instead of Lightning refusing the combination.
         trainer = config.trainer
@@ -92,9 +88,7 @@ class TemplateCLI(LightningCLI):
             if dropped.get(getattr(c, "class_path", None), True) is not False
         ]
         if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
-            config = self.config.fit
-            config.ckpt_path = prepare_run(
-                trainer, config.ckpt_path, config.run_id, config.run_group)
+            config.ckpt_path = prepare_run(trainer, config.ckpt_path, config.run_id, config.run_group)
         prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
 
     def instantiate_classes(self) -> None:
@@ -122,11 +116,10 @@ class TemplateCLI(LightningCLI):
         for run in (trainer.validate, trainer.test):
             for result in run(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
-        if trainer.is_global_zero and log_dir is not None:
-            path = Path(log_dir) / "metrics.json"
-            write_json(path, {"metrics": metrics, "checkpoint": best or None,
-                              "epochs": epochs, "global_step": steps})
+        folder = run_dir(trainer)
+        if trainer.is_global_zero and folder is not None:
+            path = write_json(folder / METRICS_FILE, {"metrics": metrics, "checkpoint": best or None,
+                                                      "epochs": epochs, "global_step": steps})
             Console().print(f"[bold]metrics[/bold] {path}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import inspect
 import json
 import os
 import platform
@@ -26,8 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from callbacks.atomic import write_json
 from cli import TemplateCLI, cli_main
+from lightning_modules.base import leaves_total_steps_open
+from runs.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -198,16 +197,6 @@ def run_metrics(cli: TemplateCLI) -> dict[str, float]:
     return json.loads(path.read_text())["metrics"] if path.is_file() else {}
 
 
-def _takes_total_steps(factory: Any) -> bool:
-    target = factory
-    if isinstance(factory, functools.partial):
-        target = next((a for a in factory.args if inspect.isclass(a)), factory.func)
-    try:
-        return "total_steps" in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def hand_written_fit(model: L.LightningModule, net: nn.Module, loader: Iterable, steps: int,
                      precision: str) -> tuple[float, float, int, int]:
     """Train ``net`` the plain PyTorch way: the model's loss, optimizer and scheduler factories,
@@ -220,14 +209,14 @@ def hand_written_fit(model: L.LightningModule, net: nn.Module, loader: Iterable,
     init = getattr(net, "init_from_data", None)
     if callable(init):  # as Classifier.on_train_start does, before the clock starts
         init(next(iter(loader))[0].to(device))
-    optimizer = model.optimizer_factory(net.parameters())
+    optimizer = model.optimizer(net.parameters())
     scheduler, per_step = None, False
-    if model.scheduler_factory is not None:  # stepped as TaskModule.configure_optimizers sets
-        per_step = _takes_total_steps(model.scheduler_factory)
+    if model.scheduler is not None:  # stepped as TaskModule.configure_optimizers sets
+        per_step = leaves_total_steps_open(model.scheduler)
         if per_step:
-            scheduler = model.scheduler_factory(optimizer, total_steps=steps)
+            scheduler = model.scheduler(optimizer, total_steps=steps)
         else:
-            scheduler = model.scheduler_factory(optimizer)
+            scheduler = model.scheduler(optimizer)
     dtype = AUTOCAST.get(str(precision))
     loss_fn = model.loss
     done = samples = epoch = 0

@@ -1,4 +1,4 @@
-"""Cross-cutting behaviour around the Trainer."""
+"""Lightning callbacks: cross-cutting behaviour around the Trainer."""
 
 from callbacks.checkpoint import BestCheckpoint
 from callbacks.epoch_dropout import EpochDropoutReset
@@ -10,6 +10,6 @@ from callbacks.run_config import RunConfig
 from callbacks.wandb_extras import WandbExtras
 
 __all__ = [
-    "BestCheckpoint", "EpochDropoutReset", "FitPlot", "PredictionWriter", "StateDictExport",
-    "MediaLogger", "RunConfig", "WandbExtras",
+    "BestCheckpoint", "EpochDropoutReset", "FitPlot", "MediaLogger", "PredictionWriter",
+    "RunConfig", "StateDictExport", "WandbExtras",
 ]

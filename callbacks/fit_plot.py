@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
 
-from callbacks.atomic import atomic_path
+from callbacks.media import log_image, save_figure
+from runs.folders import run_dir
 
 
 def coefficients(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -83,10 +84,8 @@ class FitPlot(Callback):
             self.save(trainer, pl_module)
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.fast_dev_run:  # a dry run leaves no files behind
-            return
-        run_dir = trainer.log_dir or trainer.default_root_dir  # collective under DDP: all ranks
-        if not trainer.is_global_zero:
+        folder = run_dir(trainer)
+        if folder is None or not trainer.is_global_zero:  # None: a dry run keeps no files
             return
         features, true, fitted = self.curves(trainer, pl_module)
         fit = coefficients(features, fitted)
@@ -97,10 +96,5 @@ class FitPlot(Callback):
         axes.set(xlabel="x", ylabel="y", title="fitted coefficients (bias, w): "
                  + ", ".join(f"{c:.3f}" for c in fit.tolist()))
         axes.legend()
-        path = Path(run_dir) / self.filename
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=100)
-        self.path = path
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="fit/curve", images=[str(path)], step=trainer.global_step)
+        self.path = save_figure(figure, folder / self.filename)
+        log_image(trainer, "fit/curve", self.path, "fitted and true curve")

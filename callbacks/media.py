@@ -10,69 +10,47 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
-from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
+from torchvision.utils import make_grid
 
-from callbacks.atomic import atomic_path
+from runs.files import atomic_path
+from runs.folders import run_dir
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """PNG through a temporary name: a reader never sees half an image."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100)
     return path
 
 
 def log_image(trainer: L.Trainer, key: str, path: Path, caption: str) -> None:
-    """Hand a PNG to every logger that takes images (``log_image``: W&B, ...)."""
+    """Hand a PNG to every logger that takes images: W&B's ``log_image``, TensorBoard's writer."""
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], caption=[caption],
-                             step=trainer.global_step)
+            logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)
 
 
 def batch_figure(images: torch.Tensor, labels: list[str], columns: int = 8) -> Figure:
-    """A grid of (N, C, H, W) images with C in {1, 3}, titled with their labels.
+    """(N, C, H, W) images with C in {1, 3} in a grid, each titled with its label.
 
-    All images share one linear map of the batch's [min, max] to [0, 1], so brightness and
-    contrast compare across the grid as the model sees them.
+    One linear map of the batch's [min, max] to [0, 1] for all images, so brightness and contrast
+    compare across the grid as the model sees them.
     """
-    low, high = images.min(), images.max()
-    images = ((images - low) / (high - low).clamp_min(1e-12)).float().cpu()
+    low, high = float(images.min()), float(images.max())
+    grid = make_grid(images.float().cpu(), nrow=columns, padding=2, normalize=True,
+                     value_range=(low, high), pad_value=1.0)  # (3, H', W') in [0, 1]
     rows = (len(images) + columns - 1) // columns
+    height, width = images.shape[-2:]
     figure = Figure(figsize=(1.4 * columns, 1.6 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i < len(images):
-            image = images[i].permute(1, 2, 0)  # (H, W, C) for imshow
-            if image.shape[-1] == 1:
-                ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.imshow(image.numpy())
-            ax.set_title(labels[i], fontsize=8)
-    figure.suptitle(f"training batch as the model sees it (inputs in [{low:.2f}, {high:.2f}] "
-                    "shown as [0, 1])", fontsize=9)
-    return figure
-
-
-def confusion_figure(counts: torch.Tensor, names: list[str], title: str) -> Figure:
-    """(K, K) counts, rows = true class, columns = predicted class."""
-    k = len(names)
-    size = min(2.0 + 0.5 * k, 12.0)
-    figure = Figure(figsize=(size, size), layout="constrained")
-    ax = figure.subplots()
-    ax.imshow(counts.cpu(), cmap="Blues")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(names, rotation=90 if k > 10 else 0, fontsize=8)
-    ax.set_yticklabels(names, fontsize=8)
-    if k <= 20:  # counts are unreadable beyond that: the colours still show the pattern
-        threshold = counts.max().item() / 2
-        for row in range(k):
-            for col in range(k):
-                value = int(counts[row, col])
-                ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
-                        color="white" if value > threshold else "black")
+    axes = figure.subplots()
+    axes.imshow(grid.permute(1, 2, 0).numpy())
+    axes.set_axis_off()
+    for i, label in enumerate(labels):  # the label above each cell's top-left corner
+        row, col = divmod(i, columns)
+        axes.text(2 + col * (width + 2), 2 + row * (height + 2), label, fontsize=7, va="top",
+                  color="red")
+    axes.set_title(f"training batch as the model sees it (inputs in [{low:.2f}, {high:.2f}] "
+                   "shown as [0, 1])", fontsize=9)
     return figure
 
 
@@ -85,8 +63,6 @@ class MediaLogger(Callback):
     - The validation confusion matrix after each validation epoch and for the best checkpoint
       (the CLI validates it after fit), for classifiers (models with ``num_classes``).
 
-    The fitted-curve plot of a regression is ``callbacks.FitPlot``.
-
     Args:
         num_images: images in the training-batch grid (0: no grid).
         confusion_matrix: plot the validation confusion matrix.
@@ -98,30 +74,23 @@ class MediaLogger(Callback):
         self.media_dir: Path | None = None
         self.grid_done = False
         self.matrix: MulticlassConfusionMatrix | BinaryConfusionMatrix | None = None
-        self._hook: RemovableHandle | None = None
-        self._output: torch.Tensor | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
-        self.media_dir = Path(log_dir) / "media" if log_dir is not None else None
+        folder = run_dir(trainer)
+        self.media_dir = folder / "media" if folder is not None else None
         num_classes = getattr(pl_module, "num_classes", None)
         if self.confusion_matrix and num_classes and self.matrix is None:
             binary = getattr(pl_module, "task", "multiclass") == "binary"
-            self.matrix = (BinaryConfusionMatrix() if binary
-                           else MulticlassConfusionMatrix(num_classes))
+            self.matrix = BinaryConfusionMatrix() if binary else MulticlassConfusionMatrix(num_classes)
 
     def class_names(self, trainer: L.Trainer, count: int) -> list[str]:
         names = getattr(trainer.datamodule, "classes", None)
-        if names is not None and len(names) == count:
-            return list(names)
-        return [str(i) for i in range(count)]
+        return list(names) if names is not None and len(names) == count else [str(i) for i in range(count)]
 
     def save(self, trainer: L.Trainer, figure: Figure, name: str, key: str, caption: str) -> None:
-        if self.media_dir is None:  # no run directory (fast_dev_run): nothing to keep
-            return
-        log_image(trainer, key, save_figure(figure, self.media_dir / name), caption)
+        if self.media_dir is not None:  # None in a dry run (fast_dev_run): no files
+            log_image(trainer, key, save_figure(figure, self.media_dir / name), caption)
 
-    # -- training batch ----------------------------------------------------------------------
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -137,47 +106,35 @@ class MediaLogger(Callback):
         self.save(trainer, batch_figure(x[:n].detach(), labels), "train_batch.png",
                   "train/batch", f"first training batch, epoch {trainer.current_epoch}")
 
-    # -- confusion matrix --------------------------------------------------------------------
-    def _keep_output(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            self._output = output.detach()
-
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.matrix is None or trainer.sanity_checking:
-            return
-        self.matrix = self.matrix.to(pl_module.device)
-        # the model's own forward pass gives the logits: no second forward pass just for the plot
-        self._hook = pl_module.register_forward_hook(self._keep_output)
+        if self.matrix is not None:
+            self.matrix = self.matrix.to(pl_module.device)
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
         batch_idx: int, dataloader_idx: int = 0,
     ) -> None:
-        if self._hook is None or self._output is None:
+        if self.matrix is None or trainer.sanity_checking or not isinstance(outputs, torch.Tensor):
             return
-        logits, target = self._output, batch[-1]  # (B, C) or (B, 1) logits, (B,) labels last
-        self._output = None
-        if isinstance(self.matrix, BinaryConfusionMatrix):
-            self.matrix.update((logits.squeeze(-1) > 0).long(), target.long())
-        else:
-            self.matrix.update(logits.argmax(dim=-1), target.long())
+        # validation_step returns its outputs; the model says how they meet its metrics
+        self.matrix.update(*pl_module.metric_inputs(outputs, batch[-1]))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._hook is None:
+        if self.matrix is None or trainer.sanity_checking:
             return
-        self._hook.remove()
-        self._hook = None
         counts = self.matrix.compute()  # (K, K), summed over all processes: every rank calls it
         self.matrix.reset()
         if not trainer.is_global_zero:
             return
-        names = self.class_names(trainer, len(counts))
+        epoch = trainer.current_epoch
+        name, title = f"confusion_matrix_epoch{epoch:03d}.png", f"validation confusion matrix, epoch {epoch}"
         if trainer.state.fn == TrainerFn.VALIDATING:
-            name = "confusion_matrix.png"
-            title = "validation confusion matrix (evaluated checkpoint)"
-        else:
-            name = f"confusion_matrix_epoch{trainer.current_epoch:03d}.png"
-            title = f"validation confusion matrix, epoch {trainer.current_epoch}"
+            name, title = "confusion_matrix.png", "validation confusion matrix (evaluated checkpoint)"
         accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
-        self.save(trainer, confusion_figure(counts, names, f"{title}\naccuracy {accuracy:.4f}"),
-                  name, "val/confusion_matrix", title)
+        size = min(2.0 + 0.5 * len(counts), 12.0)
+        figure = Figure(figsize=(size, size), layout="constrained")
+        axes = figure.subplots()
+        self.matrix.plot(val=counts.cpu(), ax=axes, add_text=len(counts) <= 20,
+                         labels=self.class_names(trainer, len(counts)))
+        axes.set_title(f"{title}\naccuracy {accuracy:.4f} (rows: true, columns: predicted)")
+        self.save(trainer, figure, name, "val/confusion_matrix", title)

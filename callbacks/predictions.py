@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from callbacks.atomic import write_text
+from runs.files import write_text
 
 
 def _rows(predictions: list[dict[str, torch.Tensor]], topk: int) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.atomic import write_text
-from callbacks.run_dir import WANDB_ID_FILE
+from runs.files import write_text
+from runs.folders import WANDB_ID_FILE, run_dir
 
 
 def free_config_name(run_dir: Path, filename: str) -> str:
@@ -34,16 +34,14 @@ class RunConfig(SaveConfigCallback):
       restart continues the same W&B run.
     """
 
-    _run_dir: str | None = None  # set in setup, on every rank
+    _run_dir: Path | None = None  # set in setup, on every rank
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not self.already_saved and self.save_to_log_dir and not self.overwrite:
-            log_dir = trainer.log_dir  # a broadcast: every rank asks
-            name = None
-            if trainer.is_global_zero:
-                name = free_config_name(Path(log_dir), self.config_filename)
+        folder = run_dir(trainer)
+        if not self.already_saved and self.save_to_log_dir and not self.overwrite and folder:
+            name = free_config_name(folder, self.config_filename) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
-        self._run_dir = trainer.log_dir  # kept for save_config, which runs on rank 0 only
+        self._run_dir = folder  # kept for save_config, which runs on rank 0 only
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -55,4 +53,4 @@ class RunConfig(SaveConfigCallback):
             run = logger.experiment
             run.config.update({**config, "run_dir": str(self._run_dir)}, allow_val_change=True)
             if self._run_dir is not None:
-                write_text(Path(self._run_dir) / WANDB_ID_FILE, run.id)
+                write_text(self._run_dir / WANDB_ID_FILE, run.id)

@@ -1,8 +1,7 @@
-"""Data: download, split, transforms, loaders."""
+"""Data: download, check, split, transform, load."""
 
 from datamodules.base import DataNotFoundError, SplitDataModule
 from datamodules.cifar10 import CIFAR10DataModule
-from datamodules.device_loader import DeviceLoader, EpochSampler
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import MNISTDataModule
 from datamodules.sequences import MNISTRowsDataModule
@@ -10,7 +9,7 @@ from datamodules.synthetic import GaussianClustersDataModule, PolynomialDataModu
 from datamodules.vision import VisionDataModule
 
 __all__ = [
-    "CIFAR10DataModule", "DataNotFoundError", "DeviceLoader", "EpochSampler",
-    "GaussianClustersDataModule", "ImageFolderDataModule", "MNISTDataModule",
-    "MNISTRowsDataModule", "PolynomialDataModule", "SplitDataModule", "VisionDataModule",
+    "CIFAR10DataModule", "DataNotFoundError", "GaussianClustersDataModule",
+    "ImageFolderDataModule", "MNISTDataModule", "MNISTRowsDataModule", "PolynomialDataModule",
+    "SplitDataModule", "VisionDataModule",
 ]

@@ -12,9 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
-
-from datamodules.splits import holdout_split, kfold_split
+from torch.utils.data import DataLoader, Dataset, random_split
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -32,10 +30,22 @@ def data_not_found(name: str, folder: Path, expected: Sequence[str], cause: str 
     )
 
 
+def kfold_indices(targets: torch.Tensor, num_folds: int, fold: int, seed: int,
+                  stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of fold ``fold`` of ``num_folds`` (stratified: every fold keeps the
+    class shares), shuffled by ``seed``: scikit-learn's ``(Stratified)KFold``."""
+    from sklearn.model_selection import KFold, StratifiedKFold  # only k-fold runs pay the import
+
+    splitter = (StratifiedKFold if stratify else KFold)(num_folds, shuffle=True, random_state=seed)
+    labels = targets.numpy()
+    train, val = list(splitter.split(labels, labels))[fold]
+    return torch.from_numpy(train), torch.from_numpy(val)
+
+
 class TransformedSubset(Dataset):
     """``source[indices[i]]`` with ``transform`` applied to the input."""
 
-    def __init__(self, source: Dataset, indices: torch.Tensor | None, transform: Callable | None) -> None:
+    def __init__(self, source: Dataset, indices: Sequence[int] | None, transform: Callable | None) -> None:
         self.source = source
         self.indices = indices
         self.transform = transform
@@ -71,6 +81,7 @@ class SplitDataModule(L.LightningDataModule):
 
     def __init__(
         self,
+        *,
         data_dir: str = "data",
         batch_size: int = 128,
         global_batch_size: int | None = None,
@@ -121,12 +132,16 @@ class SplitDataModule(L.LightningDataModule):
 
     # -- splitting -------------------------------------------------------------------------
     def split_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(train, val) indices into the official training set."""
+        """(train, val) indices into the official training set, each in ascending order."""
+        targets = self.source_targets(train=True)
         if self.num_folds is not None:
-            targets = self.source_targets(train=True)
-            stratify = self.task != "regression"
-            return kfold_split(targets, self.num_folds, self.fold, self.seed, stratify)
-        return holdout_split(len(self.source_targets(train=True)), self.val_fraction, self.seed)
+            return kfold_indices(targets, self.num_folds, self.fold, self.seed,
+                                 stratify=self.task != "regression")
+        n = len(targets)
+        n_val = max(1, round(n * self.val_fraction))  # tiny data still validates on something
+        train, val = random_split(range(n), [n - n_val, n_val],
+                                  generator=torch.Generator().manual_seed(self.seed))
+        return torch.tensor(sorted(train.indices)), torch.tensor(sorted(val.indices))
 
     def train_targets(self) -> torch.Tensor:
         """Targets of the training part of the split."""
@@ -157,12 +172,10 @@ class SplitDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def loader(self, split: str) -> DataLoader:
-        train = split == "train"
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=False,
+            shuffle=split == "train",
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

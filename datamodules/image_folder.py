@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -16,6 +15,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from datamodules.vision import VisionDataModule
+from runs.files import save_torch
 
 
 def read_rgb(path: str) -> torch.Tensor:
@@ -41,34 +41,8 @@ class ImageFolderDataModule(VisionDataModule):
 
     name = "image folder"
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        num_folds: int | None = None,
-        fold: int = 0,
-        seed: int = 42,
-        resize: int | None = None,
-        augment: bool = False,
-        crop_padding: int = 4,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        download: bool = True,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        device_resident: bool = False,
-        padding_mode: Literal["constant", "reflect"] = "constant",
-        alternate_flip: bool = False,
-        cache_dir: str | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir, batch_size, global_batch_size, val_fraction, num_folds, fold, seed, resize,
-            augment, crop_padding, mean, std, download, num_workers, pin_memory,
-            persistent_workers, device_resident, padding_mode, alternate_flip,
-        )
+    def __init__(self, *, cache_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / ".cache"
 
     @cached_property
@@ -139,10 +113,7 @@ class ImageFolderDataModule(VisionDataModule):
         images = torch.stack(self.decode_all([p for p, _ in samples]))  # (N, 3, H, W)
         targets = torch.tensor([t for _, t in samples], dtype=torch.long)
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"images": images, "targets": targets}, tmp)
-            os.replace(tmp, cache)  # atomic: a reader never sees a half-written cache
+            save_torch({"images": images, "targets": targets}, cache)
         except OSError as err:
             rank_zero_warn(f"Could not cache decoded images in {cache.parent} ({err}); "
                            "the next run decodes them again.")

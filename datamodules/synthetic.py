@@ -1,6 +1,8 @@
-"""Generated data for the seed notes' regression examples, reproducible from ``seed``."""
+"""Generated data for the regression and logistic-regression examples, reproducible from ``seed``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -12,20 +14,17 @@ class SyntheticDataModule(SplitDataModule):
     """Base of the generated datasets: ``generate(n, generator)`` gives (inputs, targets).
 
     The training set (split into train/val) and the test set are drawn from disjoint seeds.
+
+    Args:
+        num_samples: training samples (split into train and val).
+        num_test: test samples.
+
+    The options of ``SplitDataModule`` (batch sizes, split, seed) apply too; ``seed`` also seeds
+    the data.
     """
 
-    def __init__(
-        self,
-        num_samples: int = 1000,
-        num_test: int = 200,
-        batch_size: int = 64,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.2,
-        num_folds: int | None = None,
-        fold: int = 0,
-        seed: int = 42,
-    ) -> None:
-        super().__init__("data", batch_size, global_batch_size, val_fraction, num_folds, fold, seed)
+    def __init__(self, *, num_samples: int = 1000, num_test: int = 200, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.num_samples = num_samples
         self.num_test = num_test
         self._data: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -53,35 +52,15 @@ class PolynomialDataModule(SyntheticDataModule):
     Inputs are the features [x, x^2, x^3], so a linear model can recover the coefficients.
 
     Args:
-        num_samples: training samples (split into train and val).
-        num_test: test samples.
         noise: std of the Gaussian noise added to y.
-        batch_size: samples per batch on each device.
-        global_batch_size: if set, the batch over all processes.
-        val_fraction: share held out for validation.
-        num_folds: if set, validate on fold ``fold`` of a k-fold split instead.
-        fold: which fold validates.
-        seed: seed of the data and the split.
     """
 
     task = "regression"
     bias = 0.9
     weights = (0.5, 3.0, 2.4)
 
-    def __init__(
-        self,
-        num_samples: int = 1000,
-        num_test: int = 200,
-        noise: float = 0.0,
-        batch_size: int = 64,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.2,
-        num_folds: int | None = None,
-        fold: int = 0,
-        seed: int = 42,
-    ) -> None:
-        super().__init__(num_samples, num_test, batch_size, global_batch_size, val_fraction,
-                         num_folds, fold, seed)
+    def __init__(self, *, noise: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.noise = noise
 
     @property
@@ -109,35 +88,14 @@ class GaussianClustersDataModule(SyntheticDataModule):
     """Binary classification: two 2-D Gaussian clusters, labels 0 and 1.
 
     Args:
-        num_samples: training samples (split into train and val).
-        num_test: test samples.
         separation: distance between the two cluster centres.
         spread: std of each cluster.
-        batch_size: samples per batch on each device.
-        global_batch_size: if set, the batch over all processes.
-        val_fraction: share held out for validation.
-        num_folds: if set, validate on fold ``fold`` of a stratified k-fold split instead.
-        fold: which fold validates.
-        seed: seed of the data and the split.
     """
 
     task = "binary"
 
-    def __init__(
-        self,
-        num_samples: int = 1000,
-        num_test: int = 200,
-        separation: float = 4.0,
-        spread: float = 1.0,
-        batch_size: int = 64,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.2,
-        num_folds: int | None = None,
-        fold: int = 0,
-        seed: int = 42,
-    ) -> None:
-        super().__init__(num_samples, num_test, batch_size, global_batch_size, val_fraction,
-                         num_folds, fold, seed)
+    def __init__(self, *, separation: float = 4.0, spread: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.separation = separation
         self.spread = spread
 

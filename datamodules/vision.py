@@ -11,7 +11,6 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from datamodules.base import SplitDataModule, data_not_found
-from datamodules.device_loader import DeviceLoader
 
 
 class ImageTensorDataset(Dataset):
@@ -36,29 +35,22 @@ class VisionDataModule(SplitDataModule):
     normalize with the dataset's mean and std.
 
     Args:
-        data_dir: folder that holds (or receives) the data.
-        batch_size: samples per batch on each device (process).
-        global_batch_size: if set, the batch over all processes (must divide by their number).
-        val_fraction: share of the official training set held out for validation.
-        num_folds: if set, validate on fold ``fold`` of a stratified k-fold split instead.
-        fold: which fold validates, in [0, num_folds).
-        seed: seed of the split (and, device-resident, of the batch order and augmentation).
         resize: resize images to ``resize x resize`` (e.g. 28 to feed CIFAR-10 to an MNIST net).
         augment: random crop with padding (and horizontal flip if ``flip``) on training images.
         crop_padding: padding of the random crop.
         mean: per-channel mean for normalization (None = the dataset's own statistics).
         std: per-channel std for normalization (None = the dataset's own statistics).
         download: try to download data that is missing (needs network access).
-        num_workers: DataLoader worker processes.
-        pin_memory: page-locked host memory for faster copies to a GPU.
-        persistent_workers: keep workers alive between epochs.
         device_resident: keep the uint8 images on the training device and make train/val/test
-            batches there (``DeviceLoader``: whole-batch crop, flip and normalization, no
-            workers); the ``DataLoader`` path is the default. Predictions always use a DataLoader.
+            batches there (the speed layer's ``DeviceLoader``: whole-batch crop, flip and
+            normalization, no workers); the ``DataLoader`` path is the default. Predictions
+            always use a DataLoader.
         padding_mode: how the random crop pads: "constant" (black) or "reflect".
         alternate_flip: with ``augment`` on a dataset that allows flips, and ``device_resident``:
             flip a fixed random half of the images in even epochs and the other half in odd ones,
             instead of a fresh coin per image and epoch.
+
+    The options of ``SplitDataModule`` (data_dir, batch sizes, split, seed, workers) apply too.
     """
 
     name: str = "dataset"
@@ -68,37 +60,26 @@ class VisionDataModule(SplitDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        num_folds: int | None = None,
-        fold: int = 0,
-        seed: int = 42,
+        *,
         resize: int | None = None,
         augment: bool = False,
         crop_padding: int = 4,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = True,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         device_resident: bool = False,
         padding_mode: Literal["constant", "reflect"] = "constant",
         alternate_flip: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir, batch_size, global_batch_size, val_fraction, num_folds, fold, seed,
-            num_workers, pin_memory, persistent_workers,
-        )
+        super().__init__(**kwargs)
         if alternate_flip and not device_resident:
             raise ValueError("alternate_flip needs device_resident: true (the DataLoader path "
                              "flips each image with a fresh coin); set both or neither.")
         self.device_resident = device_resident
         self.padding_mode = padding_mode
         self.alternate_flip = alternate_flip
-        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split -> device tensors
         self.resize = resize
         self.augment = augment
         self.crop_padding = crop_padding
@@ -183,43 +164,12 @@ class VisionDataModule(SplitDataModule):
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         return v2.Compose(steps)
 
-    # -- device-resident path ----------------------------------------------------------------
-    def resident(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, H, W) uint8 images (resized if asked) and (N,) labels of ``split`` on ``device``,
-        copied there once and kept."""
-        cached = self._resident.get(split)
-        if cached is not None and cached[0].device == device:
-            return cached
-        images, targets = self.uint8(train=split != "test")
-        if split != "test":
-            train_idx, val_idx = self.split_indices()
-            index = train_idx if split == "train" else val_idx
-            images, targets = images[index], targets[index]
-        if self.resize is not None and images.shape[-2:] != (self.resize, self.resize):
-            # the whole (N, C, H, W) batch at once, as v2.Resize does each image
-            images = v2.functional.resize(images, [self.resize, self.resize], antialias=True)
-        self._resident[split] = (images.to(device), targets.to(device))
-        return self._resident[split]
-
-    def device_loader(self, split: str) -> DeviceLoader:
-        trainer = self.trainer  # None when the datamodule is used on its own
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        augment = split == "train" and self.augment
-        flip = "none"
-        if augment and self.flip:
-            flip = "alternate" if self.alternate_flip else "random"
-        return DeviceLoader(
-            *self.resident(split, device), batch_size=self.batch_size, mean=self.mean, std=self.std,
-            shuffle=split == "train", seed=self.seed, rank=rank, world_size=world_size,
-            crop_padding=self.crop_padding if augment else 0, padding_mode=self.padding_mode,
-            flip=flip,
-        )
-
     def loader(self, split: str) -> Any:
-        if self.device_resident:
-            return self.device_loader(split)
-        return super().loader(split)
+        if not self.device_resident:
+            return super().loader(split)
+        from speed.device_loader import resident_loader  # the opt-in speed layer: imported when used
+
+        return resident_loader(self, split)
 
     def predict_dataloader(self) -> Any:
         return super().loader("test")  # a DataLoader: Lightning tracks its sample indices

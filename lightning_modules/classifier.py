@@ -27,12 +27,8 @@ class Classifier(TaskModule):
         scheduler: optional LR scheduler; OneCycleLR gets its total_steps from the Trainer.
         tta_flip: outside training, average the logits of each image and its horizontal mirror
             (test-time augmentation; only for data whose labels survive a flip).
-        log_train_metrics: update and log the metrics on training batches too (``train/acc``...).
-            False leaves training with its loss alone, one step's worth of small tensor ops
-            less per batch: what speed runs do (validation and test metrics are kept).
-
-    A net with an ``init_from_data(x)`` method (e.g. ``SpeedrunNet``'s whitening layer) gets one
-    batch of training images when training starts, the same batch on every process.
+        log_train_metrics: update and log the metrics on training batches too (``train/acc``...);
+            false logs the training loss alone (validation and test metrics are kept).
     """
 
     monitor = ("val/acc", "max")
@@ -66,13 +62,6 @@ class Classifier(TaskModule):
         if self.tta_flip and not self.training:  # x: (B, C, H, W), mirrored along W
             out = (out + self.net(x.flip(-1), *rest)) / 2
         return out
-
-    def on_train_start(self) -> None:
-        init = getattr(self.net, "init_from_data", None)
-        if callable(init):
-            x = next(iter(self.trainer.train_dataloader))[0]
-            # every process fits to rank 0's batch, so their weights stay identical under DDP
-            init(self.trainer.strategy.broadcast(x.cpu()).to(self.device))
 
     def make_metrics(self) -> MetricCollection:
         if self.task == "binary":

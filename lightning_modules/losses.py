@@ -1,14 +1,16 @@
 """Loss registry: a name (or a class/instance) to an ``nn.Module``, checked against the task.
 
-Add a loss: write the ``nn.Module`` here (or anywhere importable) and add one line to ``LOSSES``.
+Add a loss: write the ``nn.Module`` here (or anywhere importable), add its name to ``LOSSES`` and
+the task it fits to ``TASK_OF``.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,7 @@ class LogCoshLoss(nn.Module):
 
 class WeightedCrossEntropyLoss(nn.CrossEntropyLoss):
     """``nn.CrossEntropyLoss`` on logits, with class weights given as a plain list for configs
-    (a name of its own, so that a config's short class name ``CrossEntropyLoss`` stays torch's).
+    (torch's ``weight`` is a tensor, which a YAML file cannot hold).
 
     Args:
         label_smoothing: mass spread uniformly over all classes.
@@ -53,35 +55,34 @@ class WeightedCrossEntropyLoss(nn.CrossEntropyLoss):
         super().__init__(weight=weight, label_smoothing=label_smoothing)
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    cls: type[nn.Module]
-    tasks: tuple[str, ...]
-    nonnegative_targets: bool = False  # the loss takes log(1 + y)
-
-
-LOSSES: dict[str, LossSpec] = {
-    "mse": LossSpec(nn.MSELoss, ("regression",)),
-    "mae": LossSpec(nn.L1Loss, ("regression",)),
-    "huber": LossSpec(nn.HuberLoss, ("regression",)),
-    "log_mse": LossSpec(LogMSELoss, ("regression",), nonnegative_targets=True),
-    "log_cosh": LossSpec(LogCoshLoss, ("regression",)),
-    "bce_with_logits": LossSpec(nn.BCEWithLogitsLoss, ("binary",)),
-    "cross_entropy": LossSpec(WeightedCrossEntropyLoss, ("multiclass",)),
+LOSSES: dict[str, type[nn.Module]] = {
+    "mse": nn.MSELoss,
+    "mae": nn.L1Loss,
+    "huber": nn.HuberLoss,
+    "log_mse": LogMSELoss,
+    "log_cosh": LogCoshLoss,
+    "bce_with_logits": nn.BCEWithLogitsLoss,
+    "cross_entropy": WeightedCrossEntropyLoss,
 }
+# The task each known loss fits, matched with isinstance (so torch's CrossEntropyLoss given by
+# class_path counts as the registry's cross_entropy).
+TASK_OF: dict[type[nn.Module], str] = {
+    nn.MSELoss: "regression", nn.L1Loss: "regression", nn.HuberLoss: "regression",
+    nn.SmoothL1Loss: "regression", LogMSELoss: "regression", LogCoshLoss: "regression",
+    nn.BCEWithLogitsLoss: "binary", nn.CrossEntropyLoss: "multiclass",
+}
+NONNEGATIVE_TARGETS = (LogMSELoss,)  # losses that take log(1 + y)
 DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "bce_with_logits", "regression": "mse"}
 
 
-def spec_of(loss: nn.Module) -> LossSpec | None:
-    """The registry entry of a loss instance (None for a loss the registry does not know).
+def task_of(loss: nn.Module) -> str | None:
+    """The task a known loss fits; None for a loss this module does not know."""
+    return next((task for cls, task in TASK_OF.items() if isinstance(loss, cls)), None)
 
-    Subclasses match their registry class, and torch's ``nn.CrossEntropyLoss`` matches the
-    registry's subclass of it, so a loss given by class_path is checked against the task too.
-    """
-    kind = type(loss)
-    matches = [spec for spec in LOSSES.values() if isinstance(loss, spec.cls)
-               or (kind is not nn.Module and kind in spec.cls.__bases__)]
-    return matches[0] if matches else None
+
+def names_for(task: str) -> list[str]:
+    """The registry names of the losses that fit ``task``."""
+    return [name for name, cls in LOSSES.items() if task_of(cls()) == task]
 
 
 def import_loss(class_path: str) -> nn.Module:
@@ -92,18 +93,19 @@ def import_loss(class_path: str) -> nn.Module:
     except (ImportError, AttributeError) as err:
         raise ValueError(
             f"Cannot import loss class {class_path!r} ({err}). Give a registry name "
-            f"({', '.join(sorted(LOSSES))}) or an importable class path such as torch.nn.HuberLoss."
+            f"({', '.join(LOSSES)}) or an importable class path such as torch.nn.HuberLoss."
         ) from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"{class_path} is not an nn.Module class, so it cannot be a loss.")
+        raise ValueError(f"{class_path} is not an nn.Module class, so it cannot be a loss.")
     return cls()
 
 
 def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
-    """Build ``loss`` (a registry name, an instance, or None for the task's default) for ``task``.
+    """Build ``loss`` (a registry name, a class path, an instance, or None for the task's
+    default) for ``task``.
 
-    Raises ValueError for an unknown name (listing the valid ones) and for a loss that cannot
-    fit the task (cross-entropy on real-valued targets, MSE on class labels, ...).
+    Raises ValueError for an unknown name (listing the valid ones and the closest) and for a
+    known loss that cannot fit the task (cross-entropy on real-valued targets, MSE on labels, ...).
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}")
@@ -113,28 +115,49 @@ def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
         loss = import_loss(loss)
     if isinstance(loss, str):
         if loss not in LOSSES:
+            close = difflib.get_close_matches(loss, LOSSES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"Unknown loss {loss!r}. Valid names: {', '.join(sorted(LOSSES))} "
-                "(or give a class_path to any torch.nn.Module loss)."
+                f"Unknown loss {loss!r}.{hint} Valid names: {', '.join(LOSSES)} "
+                "(or a class_path to any torch.nn.Module loss)."
             )
-        loss = LOSSES[loss].cls()
+        loss = LOSSES[loss]()
     if not isinstance(loss, nn.Module):
-        raise TypeError(f"A loss must be a registry name or an nn.Module, got {type(loss).__name__}")
-    spec = spec_of(loss)
-    if spec is not None and task not in spec.tasks:
-        fitting = [name for name, s in LOSSES.items() if task in s.tasks]
+        raise ValueError(f"A loss must be a registry name or an nn.Module, got {type(loss).__name__}")
+    fits = task_of(loss)
+    if fits is not None and fits != task:
         raise ValueError(
-            f"Loss {type(loss).__name__} is for {'/'.join(spec.tasks)} targets, but the data is a "
-            f"{task} task. Losses that fit a {task} task: {', '.join(fitting)}."
+            f"Loss {type(loss).__name__} is for {fits} targets, but the data is a {task} task. "
+            f"Losses that fit a {task} task: {', '.join(names_for(task))}."
         )
     return loss
 
 
-def check_targets(loss: nn.Module, targets: torch.Tensor) -> None:
-    """Fail before training when the data's targets are outside what ``loss`` accepts."""
-    spec = spec_of(loss)
-    if spec is not None and spec.nonnegative_targets and bool((targets < 0).any()):
+def check_loss(loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Tensor,
+               train_targets: torch.Tensor) -> None:
+    """Fail before training when ``loss`` cannot take the data: a log loss on negative targets,
+    or a loss this module does not know that fails, broadcasts or returns no finite number on
+    one example (``pred``, ``target``) shaped as the model will feed it."""
+    if isinstance(loss, NONNEGATIVE_TARGETS) and bool((train_targets < 0).any()):
         raise ValueError(
             f"{type(loss).__name__} takes log(1 + y) and needs targets >= 0, but the training "
-            f"targets reach {float(targets.min()):.4g}. Use mse, mae, huber or log_cosh instead."
+            f"targets reach {float(train_targets.min()):.4g}. Use mse, mae, huber or log_cosh."
+        )
+    if task_of(loss) is not None:
+        return
+    shapes = (f"prediction {tuple(pred.shape)} {pred.dtype}, target {tuple(target.shape)} "
+              f"{target.dtype}")
+    try:
+        with warnings.catch_warnings():
+            # torch only warns when an elementwise loss broadcasts (B, C) against (B,)
+            warnings.filterwarnings("error", message=".*target size.*different to the input size")
+            value = loss(pred, target)
+        problem = None if value.numel() == 1 and torch.isfinite(value) else f"gave {value}"
+    except (RuntimeError, ValueError, TypeError, IndexError, UserWarning) as err:
+        problem = str(err).strip().splitlines()[0]
+    if problem is not None:
+        raise ValueError(
+            f"Loss {type(loss).__name__} does not fit this {task} task: on one example batch "
+            f"({shapes}) it {problem if problem.startswith('gave') else 'failed: ' + problem}. "
+            f"Losses that fit a {task} task: {', '.join(names_for(task))}."
         )

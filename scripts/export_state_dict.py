@@ -1,10 +1,10 @@
-"""Write the network's weights of a checkpoint as a plain ``state_dict`` file.
+"""Write the network of a checkpoint as a ``model.pth``: its weights and what rebuilds it.
 
     python scripts/export_state_dict.py logs/mnist_cnn/version_0/checkpoints/last.ckpt -o net.pth
 
-No Trainer is built: the checkpoint is read with ``torch.load(..., weights_only=True)``. The file
-holds what ``torch.save(net.state_dict())`` would: load it into the bare network, built with the
-options printed here, with ``net.load_state_dict(torch.load(path, weights_only=True))``.
+No Trainer is built: the checkpoint is read with ``torch.load(..., weights_only=True)``. Load the
+file with ``lightning_modules.weights.load_network(path)``; its ``"state_dict"`` entry is what
+``net.state_dict()`` would give.
 """
 
 from __future__ import annotations
@@ -14,25 +14,23 @@ from pathlib import Path
 
 import torch
 
-from callbacks.export import net_state_dict, save_state_dict
+from lightning_modules.weights import network_file
+from runs.files import save_torch
 
 
 def main(args: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("checkpoint", type=Path, help="a Lightning .ckpt of this project")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="the .pth to write (default: next to the checkpoint, same name)")
     options = parser.parse_args(args)
     if not options.checkpoint.is_file():
         parser.error(f"no checkpoint at {options.checkpoint}")
-    checkpoint = torch.load(options.checkpoint, map_location="cpu", weights_only=True)
-    output = options.output or options.checkpoint.with_suffix(".pth")
-    state = net_state_dict(checkpoint["state_dict"])
-    save_state_dict(state, output)
-    net = checkpoint.get("hyper_parameters", {}).get("net")
-    print(f"{len(state)} tensors, {sum(t.numel() for t in state.values()):,} values -> {output}")
-    if net is not None:
-        print(f"network: {net}")  # class_path and init_args; num_outputs comes from the data
+    content = network_file(torch.load(options.checkpoint, map_location="cpu", weights_only=True))
+    output = save_torch(content, options.output or options.checkpoint.with_suffix(".pth"))
+    values = sum(t.numel() for t in content["state_dict"].values())
+    print(f"{len(content['state_dict'])} tensors, {values:,} values -> {output}")
+    print(f"network: {content['net']}")
     return output
 
 

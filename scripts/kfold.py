@@ -37,11 +37,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from callbacks.atomic import write_json
+from runs.files import write_json
+from runs.folders import experiment_dir
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
-# loggers whose runs are <save_dir>/<name>/<version> folders
-RUN_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
 
 def default_group() -> str:
@@ -78,13 +77,11 @@ def resolved_config(cli_args: list[str]) -> dict[str, Any]:
 
 def experiment_folder(config: dict[str, Any]) -> Path:
     """``<save_dir>/<name>`` of the first logger: where the fold runs go."""
-    logger = config["trainer"].get("logger")
-    first = logger[0] if isinstance(logger, list) else logger
-    if not isinstance(first, dict) or not first["class_path"].endswith(RUN_LOGGERS):
+    folder = experiment_dir(config["trainer"])
+    if folder is None:
         sys.exit("k-fold needs a CSVLogger or TensorBoardLogger as the first trainer.logger: "
                  "it names the fold folders and holds their metrics.json.")
-    init = first.get("init_args", {})
-    return Path(init.get("save_dir") or ".") / str(init.get("name") or "")
+    return folder
 
 
 def summarize(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:

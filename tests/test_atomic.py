@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.atomic import atomic_path, write_json
+from runs.files import atomic_path, save_torch, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -25,3 +25,17 @@ def test_the_temporary_keeps_the_suffix_and_folders_are_made(tmp_path: Path) -> 
         assert tmp.suffix == ".png" and tmp.parent == target.parent
         tmp.write_bytes(b"png")
     assert target.read_bytes() == b"png"
+
+
+def test_save_torch_writes_in_the_target_folder_whatever_tmpdir_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "tmpdir"
+    elsewhere.mkdir()
+    monkeypatch.setenv("TMPDIR", str(elsewhere))  # node-local /tmp on clusters: another filesystem
+    import torch
+
+    target = save_torch({"w": torch.ones(3)}, tmp_path / "run" / "model.pth")
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
+    assert not list(elsewhere.iterdir())
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.pth"]

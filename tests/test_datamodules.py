@@ -16,7 +16,7 @@ from datamodules import (
     MNISTDataModule,
     PolynomialDataModule,
 )
-from datamodules.splits import holdout_split, kfold_split
+from datamodules.base import kfold_indices
 
 
 def first_batch(dm, split: str = "train"):
@@ -150,14 +150,9 @@ def test_global_batch_size_must_divide_by_processes(mnist_dir: Path) -> None:
         dm.per_device_batch_size()
 
 
-def test_holdout_split_rejects_bad_fractions() -> None:
-    with pytest.raises(ValueError, match="val_fraction"):
-        holdout_split(10, 1.5, 0)
-
-
 def test_kfold_is_disjoint_covering_and_stratified() -> None:
     targets = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
-    folds = [kfold_split(targets, 5, f, seed=3, stratify=True) for f in range(5)]
+    folds = [kfold_indices(targets, 5, f, seed=3, stratify=True) for f in range(5)]
     vals = [set(val.tolist()) for _, val in folds]
     assert set().union(*vals) == set(range(100)) and sum(len(v) for v in vals) == 100
     for train, val in folds:

@@ -13,14 +13,8 @@ import pytest
 import torch
 
 import datamodules.image_folder as image_folder
-from datamodules import (
-    CIFAR10DataModule,
-    DeviceLoader,
-    EpochSampler,
-    ImageFolderDataModule,
-    MNISTDataModule,
-)
-from datamodules.device_loader import random_crop
+from datamodules import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
+from speed.device_loader import DeviceLoader, EpochSampler, random_crop
 from tests.conftest import CONFIGS, ROOT
 
 

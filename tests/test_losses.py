@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.losses import DEFAULT_LOSS, LOSSES, TASKS, build_loss, check_targets
+from lightning_modules.losses import DEFAULT_LOSS, LOSSES, TASKS, build_loss, check_loss, task_of
 
 
 def sample(task: str, scale: float = 3.0, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +31,7 @@ def huber(d: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
     return torch.where(d.abs() <= delta, 0.5 * d**2, delta * (d.abs() - 0.5 * delta)).mean()
 
 
-# The seed notes' formulas, written out plainly (no stabilizing tricks): the reference.
+# The textbook formulas, written out plainly (no stabilizing tricks): the reference.
 FORMULAS = {
     "mse": lambda p, y: ((p - y) ** 2).mean(),
     "mae": lambda p, y: (p - y).abs().mean(),
@@ -50,7 +50,7 @@ def test_every_registered_loss_has_a_reference_formula() -> None:
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_matches_formula(name: str) -> None:
-    task = LOSSES[name].tasks[0]
+    task = task_of(LOSSES[name]())
     loss = build_loss(name, task)
     assert isinstance(loss, nn.Module)
     pred, target = sample(task)
@@ -59,7 +59,7 @@ def test_loss_matches_formula(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_and_gradient_finite_at_large_inputs(name: str) -> None:
-    task = LOSSES[name].tasks[0]
+    task = task_of(LOSSES[name]())
     pred, target = sample(task, scale=1e4)  # cosh(1e4) and exp(1e4) overflow if computed naively
     pred = pred.float().requires_grad_()
     value = build_loss(name, task)(pred, target.float() if target.is_floating_point() else target)
@@ -85,7 +85,7 @@ def test_huber_delta_by_class_path() -> None:
 
 
 def test_cross_entropy_label_smoothing_and_class_weights() -> None:
-    cls = LOSSES["cross_entropy"].cls
+    cls = LOSSES["cross_entropy"]
     logits, y = sample("multiclass")
     log_p = torch.log_softmax(logits, 1)  # (N, C)
     eps, classes = 0.1, logits.shape[1]
@@ -107,8 +107,8 @@ def test_task_defaults(task: str) -> None:
 
 
 def test_every_loss_refuses_the_tasks_it_cannot_fit() -> None:
-    for name, spec in LOSSES.items():
-        for task in set(TASKS) - set(spec.tasks):
+    for name, cls in LOSSES.items():
+        for task in set(TASKS) - {task_of(cls())}:
             with pytest.raises(ValueError, match=f"{task} task. Losses that fit a {task} task: "):
                 build_loss(name, task)
 
@@ -120,17 +120,38 @@ def test_losses_given_as_classes_are_checked_too() -> None:
         build_loss("torch.nn.HuberLoss", "multiclass")
 
 
-def test_unknown_name_lists_the_valid_ones() -> None:
+def test_unknown_name_lists_the_valid_ones_and_the_closest() -> None:
     with pytest.raises(ValueError, match="Unknown loss 'label_smoothing_ce'") as info:
         build_loss("label_smoothing_ce", "multiclass")
     assert all(name in str(info.value) for name in LOSSES)
+    with pytest.raises(ValueError, match="Did you mean 'cross_entropy'"):
+        build_loss("cross_entropie", "multiclass")
     with pytest.raises(ValueError, match="Cannot import loss class 'torch.nn.NoSuchLoss'"):
         build_loss("torch.nn.NoSuchLoss", "regression")
 
 
 def test_log_mse_needs_nonnegative_targets() -> None:
     loss = build_loss("log_mse", "regression")
-    check_targets(loss, torch.tensor([0.0, 2.0, 5.0]))
+    pred, target = torch.zeros(2), torch.zeros(2)
+    check_loss(loss, "regression", pred, target, torch.tensor([0.0, 2.0, 5.0]))
     with pytest.raises(ValueError, match="needs targets >= 0, but the training targets reach -1"):
-        check_targets(loss, torch.tensor([0.0, -1.0, 5.0]))
-    check_targets(build_loss("mse", "regression"), torch.tensor([-1.0]))  # others do not care
+        check_loss(loss, "regression", pred, target, torch.tensor([0.0, -1.0, 5.0]))
+    check_loss(build_loss("mse", "regression"), "regression", pred, target, torch.tensor([-1.0]))
+
+
+class Unknown(nn.Module):
+    """A loss the registry does not know: checked on an example batch instead."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred - target).abs().mean()
+
+
+def test_unknown_losses_are_tried_on_an_example_batch() -> None:
+    logits, labels = torch.zeros(10, 10), torch.arange(10)  # a classifier's output and target
+    # BCELoss would broadcast (10, 10) against (10,) (torch warns); GaussianNLLLoss needs a var
+    for loss in (nn.BCELoss(), nn.GaussianNLLLoss()):
+        with pytest.raises(ValueError, match=r"on one example batch \(prediction \(10, 10\)"):
+            check_loss(loss, "multiclass", logits, labels, labels)
+    with pytest.raises(ValueError, match="is for regression targets"):  # known to be regression
+        build_loss(nn.SmoothL1Loss(), "multiclass")
+    check_loss(Unknown(), "regression", torch.zeros(4), torch.ones(4), torch.ones(4))  # fits

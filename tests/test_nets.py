@@ -1,9 +1,9 @@
-"""Shapes of every network on its inputs, the seed CNN layer by layer, packed sequences."""
+"""Every network exported from ``lightning_modules.nets``, generically; then what each one promises
+(the classic CNN's shape, pooling before ReLU, pyramid pooling, packed sequences)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,104 +12,66 @@ from torch import nn
 
 import lightning_modules.nets as nets
 from datamodules.sequences import MNISTRowsDataModule, pad_batch
-from lightning_modules.nets import (
-    CNN,
-    EpochDropout,
-    LinearNet,
-    RecurrentNet,
-    SpatialPyramidPool,
-    SpeedrunNet,
-)
+from lightning_modules.nets import CNN, EpochDropout, LinearNet, RecurrentNet, SpatialPyramidPool
 
+NETWORKS = sorted(name for name in nets.__all__
+                  if "num_outputs" in inspect.signature(getattr(nets, name)).parameters)
+CASES = [(name, shape) for name in NETWORKS for shape in getattr(nets, name).input_shapes]
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
-LENGTHS = torch.tensor([7, 3, 5, 1])  # a padded batch of 4 sequences, longest 7
 
 
-def images(shape: tuple[int, ...]) -> tuple[torch.Tensor]:
-    return (torch.randn(4, *shape),)
+def test_networks_are_found() -> None:
+    assert {"CNN", "LinearNet", "RecurrentNet"} <= set(NETWORKS)
 
 
-def sequences(features: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(4, int(LENGTHS.max()), features), LENGTHS
-
-
-def rnn(cell: str, pool: str, bidirectional: bool) -> RecurrentNet:
-    return RecurrentNet(5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2,
-                        hidden_size=12, embed_size=8)
-
-
-HEADS = ("seed", "flatten", "gap", "spp")
-IMAGES = {"mnist": MNIST, "cifar": CIFAR}
-# (network factory, forward inputs, expected output shape) for every network and option
-CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple], tuple[int, ...]]] = {
-    **{f"cnn-{head}-{data}": (lambda h=head: CNN(10, head=h), lambda s=shape: images(s), (4, 10))
-       for head in HEADS for data, shape in IMAGES.items()},
-    "cnn-batchnorm-dilated": (lambda: CNN(10, batch_norm=True, dilation=2),
-                              lambda: images(CIFAR), (4, 10)),
-    "cnn-blockpool-gelu": (lambda: CNN(7, block_pool="max", activation="gelu", channels=(8, 8, 8)),
-                           lambda: images((3, 40, 24)), (4, 7)),
-    "cnn-blockpool-relu-channels-last": (
-        lambda: CNN(10, block_pool="max", head="flatten", hidden=16, channels_last=True),
-        lambda: images(MNIST), (4, 10)),
-    "cnn-epoch-dropout": (lambda: CNN(2, epoch_dropout=0.3, dropout=0.1),
-                          lambda: images(MNIST), (4, 2)),
-    "linear-polynomial": (lambda: LinearNet(1), lambda: (torch.randn(4, 3),), (4, 1)),
-    "linear-softmax": (lambda: LinearNet(10, epoch_dropout=0.2), lambda: images(MNIST), (4, 10)),
-    **{f"rnn-{cell}-{pool}-{'bi' if bi else 'uni'}": (lambda c=cell, p=pool, b=bi: rnn(c, p, b),
-                                                      sequences, (4, 5))
-       for cell in ("lstm", "gru", "rnn") for pool in ("last", "mean") for bi in (False, True)},
-    "rnn-epoch-dropout": (lambda: RecurrentNet(3, epoch_dropout=0.5, hidden_size=8),
-                          sequences, (4, 3)),
-    "speedrun-cifar": (lambda: SpeedrunNet(10, widths=(8, 16, 16)), lambda: images(CIFAR), (4, 10)),
-    "speedrun-mnist": (lambda: SpeedrunNet(10, widths=(8, 16, 16), whiten_width=8),
-                       lambda: images(MNIST), (4, 10)),
-}
-
-
-def test_every_network_has_cases() -> None:
-    networks = {name for name in nets.__all__
-                if "num_outputs" in inspect.signature(getattr(nets, name)).parameters}
-    covered = {type(factory()).__name__ for factory, _, _ in CASES.values()}
-    assert networks == covered
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_output_shape_train_and_eval(case: str) -> None:
-    factory, inputs, shape = CASES[case]
-    net, args = factory(), inputs()
-    assert net(*args).shape == shape
-    assert net.eval()(*args).shape == shape
+@pytest.mark.parametrize(("name", "shape"), CASES, ids=[f"{n}-{'x'.join(map(str, s))}" for n, s in CASES])
+def test_network_builds_trains_and_round_trips(name: str, shape: tuple[int, ...]) -> None:
+    """Built from ``num_outputs`` alone, forward and backward on each declared input shape give
+    finite logits and gradients for every parameter; the state_dict reloads to the same outputs."""
+    torch.manual_seed(0)
+    cls = getattr(nets, name)
+    net = cls(num_outputs=7)
+    x = torch.randn(4, *shape)
+    out = net(x)
+    assert out.shape == (4, 7)
+    out.square().mean().backward()
+    for param_name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), param_name
     # logits only: probabilities are made in predict, never before the loss
     assert not any(isinstance(m, (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)) for m in net.modules())
+    reloaded = cls(num_outputs=7)
+    reloaded(x)  # materializes its lazy layers
+    reloaded.load_state_dict(net.state_dict())
+    net.eval(), reloaded.eval()
+    with torch.no_grad():
+        assert torch.isfinite(net(x)).all()
+        torch.testing.assert_close(reloaded(x), net(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])
-def test_seed_cnn_layer_by_layer(shape: tuple[int, int, int]) -> None:
-    """conv ->32, conv 32->64 (3x3, padding 1), AdaptiveMaxPool2d(16), AvgPool2d(2), Flatten,
-    Linear(64*8*8, 512), ReLU, Linear(512, 10): the same config on CIFAR-10 and on MNIST."""
+def test_classic_cnn_shapes(shape: tuple[int, int, int]) -> None:
+    """conv ->32, conv 32->64 (3x3, padding keeps the size), AdaptiveMaxPool2d(16), AvgPool2d(2),
+    Linear(64*8*8, 512), Linear(512, 10): one config for CIFAR-10 and MNIST."""
     net = CNN(10)
     net(torch.zeros(2, *shape))  # materializes the lazy layers
-    conv1, relu1, conv2, relu2 = net.features
-    assert conv1.weight.shape == (32, shape[0], 3, 3) and conv1.padding == (1, 1)
-    assert conv2.weight.shape == (64, 32, 3, 3) and conv2.padding == (1, 1)
-    assert isinstance(relu1, nn.ReLU) and isinstance(relu2, nn.ReLU)
-    assert [type(m).__name__ for m in net.head] == [
-        "AdaptiveMaxPool2d", "AvgPool2d", "Flatten", "Linear", "ReLU", "Linear"]
-    assert net.head[0].output_size == 16 and net.head[1].kernel_size == 2
-    assert net.head[3].weight.shape == (512, 64 * 8 * 8)
-    assert net.head[5].weight.shape == (10, 512)
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    assert shapes == [(32, shape[0], 3, 3), (32,), (64, 32, 3, 3), (64,), (512, 64 * 8 * 8), (512,),
+                      (10, 512), (10,)]
+    assert net.features(torch.zeros(2, *shape)).shape == (2, 64, *shape[1:])
 
 
-def test_cnn_options_change_the_layers() -> None:
-    net = CNN(10, batch_norm=True, dilation=2)
+def test_cnn_options_change_the_network() -> None:
     x = torch.zeros(2, *CIFAR)
+    net = CNN(10, batch_norm=True, dilation=2)
     assert net.features(x).shape == (2, 64, 32, 32)  # dilated 3x3 with padding 2 keeps the size
-    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert all(c.dilation == (2, 2) and c.bias is None for c in convs)  # BatchNorm carries the bias
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.features) == 2
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 2
+    assert CNN(10, block_pool="max").features(x).shape == (2, 64, 8, 8)  # two 2x2 poolings
+    assert CNN(10, block_pool="avg").features(x).shape == (2, 64, 8, 8)
     gap = CNN(10, head="gap")
     gap(x)
-    assert [type(m).__name__ for m in gap.head] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+    assert sum(p.numel() for p in gap.head.parameters()) == 64 * 10 + 10  # no hidden layer
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         CNN(10, kernel_size=4)
 
@@ -126,16 +88,15 @@ def test_max_pool_before_relu_gives_the_same_outputs_and_gradients(channels_last
     """With ReLU the block pools first (cheaper): max and ReLU commute, in value and gradient.
     The input has flat (zero) regions and negative plateaus, where ties and dead units meet."""
     torch.manual_seed(0)
-    net = CNN(10, channels=(6, 8), block_pool="max", head="flatten", hidden=16,
-              channels_last=channels_last)
+    net = CNN(10, channels=(6, 8), block_pool="max", head="flatten", hidden=16)
     x = torch.randn(3, 1, 12, 12)
     x[:, :, :6] = 0.0  # windows whose values all equal the bias: ties
     net(x)  # materializes the lazy layers
-    assert [type(m).__name__ for m in net.features] == [
-        "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
     reference = CNN(10, channels=(6, 8), block_pool="max", head="flatten", hidden=16)
     reference(x)
     reference.load_state_dict(net.state_dict())  # same keys: pooling and ReLU hold no weights
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     out, expected = net(x), conv_relu_pool_reference(reference, x)
     torch.testing.assert_close(out, expected)
     out.square().sum().backward()
@@ -144,27 +105,13 @@ def test_max_pool_before_relu_gives_the_same_outputs_and_gradients(channels_last
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_channels_last_stores_convolution_weights_nhwc_before_any_optimizer() -> None:
-    net = CNN(10, channels=(4, 8), channels_last=True)
-    params = list(net.parameters())  # what an optimizer would hold
-    net(torch.zeros(2, *MNIST))
-    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
-    # (C_out, 1, kh, kw) is NCHW- and NHWC-contiguous at once; NHWC strides put C innermost
-    assert all(c.weight.stride()[1] == 1 for c in convs)
-    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    assert all(not c._forward_pre_hooks for c in convs)  # the hooks left after their one job
-    out = net(torch.randn(2, *MNIST))
-    assert out.shape == (2, 10)
-    assert convs[0].weight is params[0]  # the same Parameter object, only its storage changed
-
-
 @pytest.mark.parametrize("size", [(8, 8), (13, 21), (32, 32)])
 def test_spatial_pyramid_pool_width_does_not_depend_on_size(size: tuple[int, int]) -> None:
     pool = SpatialPyramidPool((1, 2, 4))
     assert pool(torch.randn(2, 5, *size)).shape == (2, 5 * (1 + 4 + 16))
-    spp = CNN(10, head="spp")
-    spp(torch.zeros(2, 3, *size))  # one head, any image size
-    assert spp.head[1].weight.shape[1] == 64 * 21
+    spp = CNN(10, head="spp", hidden=16)
+    assert spp(torch.zeros(2, 3, *size)).shape == (2, 10)  # one head, any image size
+    assert spp.head[1].in_features == 64 * 21
 
 
 def test_linear_net_is_one_affine_map() -> None:
@@ -175,25 +122,28 @@ def test_linear_net_is_one_affine_map() -> None:
     torch.testing.assert_close(out, x.flatten(1) @ net.linear.weight.T + net.linear.bias)
 
 
-@pytest.mark.parametrize("case", sorted(c for c in CASES if c.startswith("rnn-")))
-def test_padding_values_do_not_change_the_output(case: str) -> None:
-    factory, inputs, _ = CASES[case]
-    net = factory().eval()
-    x, lengths = inputs()
+LENGTHS = torch.tensor([7, 3, 5, 1])  # a padded batch of 4 sequences, longest 7
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("pool", ["last", "mean"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_padding_values_do_not_change_the_output(cell: str, pool: str, bidirectional: bool) -> None:
+    net = RecurrentNet(5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2,
+                       hidden_size=12, embed_size=8).eval()
+    x = torch.randn(4, int(LENGTHS.max()), 6)
     garbage = x.clone()
-    for i, length in enumerate(lengths.tolist()):
+    for i, length in enumerate(LENGTHS.tolist()):
         garbage[i, length:] = 1e4 * torch.randn_like(garbage[i, length:])
-    torch.testing.assert_close(net(garbage, lengths), net(x, lengths), rtol=0, atol=0)
+    torch.testing.assert_close(net(garbage, LENGTHS), net(x, LENGTHS), rtol=0, atol=0)
     # and each sequence gives what it gives alone, unpadded
-    alone = torch.cat([net(x[i : i + 1, :n], torch.tensor([n]))
-                       for i, n in enumerate(lengths.tolist())])
-    torch.testing.assert_close(net(x, lengths), alone, rtol=1e-5, atol=1e-6)
+    alone = torch.cat([net(x[i : i + 1, :n], torch.tensor([n])) for i, n in enumerate(LENGTHS.tolist())])
+    torch.testing.assert_close(net(x, LENGTHS), alone, rtol=1e-5, atol=1e-6)
 
 
-def test_every_network_takes_epoch_dropout_from_its_options() -> None:
-    for net in (CNN(10, epoch_dropout=0.5), LinearNet(10, epoch_dropout=0.5),
-                RecurrentNet(10, epoch_dropout=0.5)):
-        assert any(isinstance(m, EpochDropout) for m in net.modules()), type(net).__name__
+@pytest.mark.parametrize("cls", [CNN, LinearNet, RecurrentNet], ids=lambda c: c.__name__)
+def test_the_networks_take_epoch_dropout_from_their_options(cls: type[nn.Module]) -> None:
+    assert any(isinstance(m, EpochDropout) for m in cls(num_outputs=10, epoch_dropout=0.5).modules())
 
 
 def test_mnist_rows_are_cut_to_the_inked_rows_and_padded(mnist_dir) -> None:

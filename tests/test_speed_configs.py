@@ -10,8 +10,8 @@ import torch
 
 from cli import cli_main
 from lightning_modules import CNN, Classifier
-from lightning_modules.nets import SpeedrunNet
-from lightning_modules.nets.speedrun import ScaledBias, patch_whitening
+from speed import SpeedrunNet
+from speed.speedrun import ScaledBias, patch_whitening
 from tests.conftest import CONFIGS
 
 FAST_CONFIGS = [CONFIGS / "mnist_fast.yaml", CONFIGS / "cifar10_fast.yaml"]

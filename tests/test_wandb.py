@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from jsonargparse import Namespace
 from PIL import Image
 
-from callbacks.wandb_extras import prepare_wandb_loggers
 from cli import cli_main
-from tests.conftest import CONFIGS, EXPERIMENT_CONFIGS
+from tests.conftest import CONFIGS, EXPERIMENT_CONFIGS, ROOT
 from tests.wandb_offline import offline_runs
 
 WANDB_PRESET = CONFIGS / "logger" / "wandb.yaml"
@@ -99,26 +100,34 @@ def test_regression_fit_plot_reaches_wandb(tmp_path: Path) -> None:
     assert not any(name.startswith("confusion_matrix") for name in names)  # not a classifier
 
 
-def test_no_api_key_means_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+WANDB_MODE_CHOSEN = """
+from jsonargparse import Namespace
+from runs.loggers import prepare_wandb_loggers
+logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
+                   init_args=Namespace(save_dir="logs", offline=False, mode=None))
+prepare_wandb_loggers(Namespace(logger=[logger]))
+print(logger.init_args.mode)
+"""
 
-    def trainer_config() -> Namespace:
-        logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
-                           init_args=Namespace(save_dir="logs", offline=False, mode=None))
-        return Namespace(logger=[Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
-                                           init_args=Namespace()), logger])
 
-    config = trainer_config()
-    prepare_wandb_loggers(config)
-    assert config.logger[1].init_args.mode == "offline"
+def test_offline_exactly_when_wandb_has_no_key(tmp_path: Path) -> None:
+    """Asked in fresh processes (W&B keeps credentials per process), before and after the
+    installed ``wandb login`` writes its netrc file, wherever its default server is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(NETRC=str(tmp_path / "netrc"), HOME=str(tmp_path), PYTHONPATH=str(ROOT))
 
-    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password abc123\n")
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # what `wandb login` leaves behind
-    config = trainer_config()
-    prepare_wandb_loggers(config)
-    assert config.logger[1].init_args.mode is None
+    def mode() -> str:
+        done = subprocess.run([sys.executable, "-c", WANDB_MODE_CHOSEN], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
+    assert mode() == "offline"
+    login = subprocess.run(["wandb", "login", "--no-verify", "0123456789" * 4], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert login.returncode == 0, login.stderr[-2000:]
+    assert (tmp_path / "netrc").is_file()
+    assert mode() == "None"  # online: W&B decides, as it would for the run itself
 
 
 def sweep_trial(sweep: dict[str, Any]) -> list[str]:

@@ -1,9 +1,13 @@
-"""Plain ``nn.Module`` networks: no Trainer knowledge, no Lightning imports."""
+"""Plain ``nn.Module`` networks: no Trainer knowledge, no Lightning imports.
+
+A network takes ``num_outputs`` as its first argument (the rest are its options), infers its
+input size with lazy layers, and lists the sample shapes it is tested on in ``input_shapes``.
+Exported here, it is covered by ``tests/test_nets.py`` with no other edit.
+"""
 
 from lightning_modules.nets.cnn import CNN
 from lightning_modules.nets.layers import EpochDropout, SpatialPyramidPool
 from lightning_modules.nets.linear import LinearNet
 from lightning_modules.nets.rnn import RecurrentNet
-from lightning_modules.nets.speedrun import SpeedrunNet
 
-__all__ = ["CNN", "EpochDropout", "LinearNet", "RecurrentNet", "SpatialPyramidPool", "SpeedrunNet"]
+__all__ = ["CNN", "EpochDropout", "LinearNet", "RecurrentNet", "SpatialPyramidPool"]

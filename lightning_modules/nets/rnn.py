@@ -17,9 +17,10 @@ class RecurrentNet(nn.Module):
     """Per-step projection, a recurrent stack over the packed batch, and a linear head.
 
     ``forward(x, lengths)`` takes a padded batch ``x`` of shape (B, T, F) and the true length of
-    each sequence. The batch is packed before the recurrent layers, so they never read the
-    padding: whatever values it holds, the output is the same. The per-step width ``F`` is
-    inferred (``LazyLinear``), so no input size is configured.
+    each sequence (None: every sequence is T steps long). The batch is packed before the
+    recurrent layers, so they never read the padding: whatever values it holds, the output is
+    the same. The per-step width ``F`` is inferred (``LazyLinear``), so no input size is
+    configured.
 
     Args:
         num_outputs: logits out (classes; 1 for a binary task). Filled in from the datamodule.
@@ -34,6 +35,8 @@ class RecurrentNet(nn.Module):
         epoch_dropout: EpochDropout probability before the head (0 = off).
         seed: seed of the EpochDropout mask.
     """
+
+    input_shapes = ((28, 28),)  # (T, F): what the network tests run it on
 
     def __init__(
         self,
@@ -65,8 +68,10 @@ class RecurrentNet(nn.Module):
                         else nn.Identity())
         self.head = nn.Linear(self.directions * hidden_size, num_outputs)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # x (B, T, F) padded, lengths (B,) -> (B, num_outputs)
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1])
         steps = self.embed(x)  # (B, T, E); padded steps are projected too, then never read
         # enforce_sorted=False: the batch keeps its order; lengths must live on the CPU
         packed = pack_padded_sequence(steps, lengths.cpu(), batch_first=True, enforce_sorted=False)

@@ -126,7 +126,8 @@ class SpeedrunNet(nn.Module):
 
     ``init_from_data(x)`` must see a batch of normalized training images before training: it
     fits the whitening filters (once; a loaded checkpoint keeps its own) and, if asked, compiles
-    the network on the device it will train on. ``Classifier`` calls it when training starts.
+    the network on the device it will train on. The ``speed.InitFromData`` callback calls it when
+    training starts.
 
     Args:
         num_outputs: logits out (classes). Filled in from the datamodule.
