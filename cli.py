@@ -56,17 +56,23 @@ class TemplateCLI(LightningCLI):
         parser.add_lightning_class_args(EpochDropoutReset, "epoch_dropout")
         parser.add_lightning_class_args(StateDictExport, "export")
         parser.add_argument(
-            "--test_after_fit", type=bool, default=True,
+            "--test_after_fit",
+            type=bool,
+            default=True,
             help="After fit: validate and test the best checkpoint and write metrics.json.",
         )
         parser.add_argument(
-            "--run_id", type=str | None, default=None,
+            "--run_id",
+            type=str | None,
+            default=None,
             help="fit: name of the run folder <save_dir>/<name>/<run_id> of the first logger "
             "(default: version_N; slurm-<job id> in a SLURM job). Running again with the same id "
             "resumes: training continues from the folder's newest checkpoint and W&B from its run.",
         )
         parser.add_argument(
-            "--run_group", type=str | None, default=None,
+            "--run_group",
+            type=str | None,
+            default=None,
             help="fit: W&B group of the run (the folds of a k-fold run share one).",
         )
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
@@ -84,7 +90,8 @@ class TemplateCLI(LightningCLI):
         trainer = config.trainer
         dropped = {PROGRESS_BAR: trainer.enable_progress_bar, MODEL_SUMMARY: trainer.enable_model_summary}
         trainer.callbacks = [
-            c for c in trainer.callbacks or []
+            c
+            for c in trainer.callbacks or []
             if dropped.get(getattr(c, "class_path", None), True) is not False
         ]
         if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
@@ -118,10 +125,14 @@ class TemplateCLI(LightningCLI):
                 metrics.update({k: float(v) for k, v in result.items()})
         folder = run_dir(trainer)
         if trainer.is_global_zero and folder is not None:
-            path = write_json(folder / METRICS_FILE, {"metrics": metrics, "checkpoint": best or None,
-                                                      "epochs": epochs, "global_step": steps})
-            Console().print(f"[bold]metrics[/bold] {path}: " + ", ".join(
-                f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+            path = write_json(
+                folder / METRICS_FILE,
+                {"metrics": metrics, "checkpoint": best or None, "epochs": epochs, "global_step": steps},
+            )
+            Console().print(
+                f"[bold]metrics[/bold] {path}: "
+                + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+            )
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:

@@ -49,9 +49,14 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": L.__version__,
-            "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -65,12 +70,21 @@ def machine_line(info: dict[str, Any]) -> str:
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data_dir", default="../shared/data", help="folder that holds the data")
-    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
-                        help="device to run on (gpu: one CUDA device)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file to write (default: bench/results/<benchmark>-<time>.json)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of torch (default: torch's own choice, one per core)")
+    parser.add_argument(
+        "--accelerator", default="cpu", choices=["cpu", "gpu"], help="device to run on (gpu: one CUDA device)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file to write (default: bench/results/<benchmark>-<time>.json)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch (default: torch's own choice, one per core)",
+    )
     return parser
 
 
@@ -89,8 +103,7 @@ def write_results(name: str, payload: dict[str, Any], out: Path | None) -> Path:
     return path
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                caption: str = "") -> None:
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "") -> None:
     table = Table(title=title, caption=caption or None)
     for column in columns:
         table.add_column(column, justify="right")
@@ -167,19 +180,22 @@ class SyncCheck(Callback):
     an error, with CUDA's sync debug mode, from the second step on (the first one sets up
     optimizer state and metric groups once). Does nothing without CUDA."""
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if pl_module.device.type == "cuda" and trainer.global_step > 0:
             torch.cuda.set_sync_debug_mode("error")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.set_sync_debug_mode("default")
 
 
-def run_cli(config: Path, args: Sequence[str], accelerator: str,
-            callbacks: Sequence[str] = ("bench.common.FitTimer",)) -> tuple[TemplateCLI, FitTimer]:
+def run_cli(
+    config: Path, args: Sequence[str], accelerator: str, callbacks: Sequence[str] = ("bench.common.FitTimer",)
+) -> tuple[TemplateCLI, FitTimer]:
     """``cli.py fit --config config *args`` in this process, timed by a FitTimer."""
     flags = ["fit", "--config", str(config), *args]
     if accelerator == "gpu":
@@ -197,8 +213,9 @@ def run_metrics(cli: TemplateCLI) -> dict[str, float]:
     return json.loads(path.read_text())["metrics"] if path.is_file() else {}
 
 
-def hand_written_fit(model: L.LightningModule, net: nn.Module, loader: Iterable, steps: int,
-                     precision: str) -> tuple[float, float, int, int]:
+def hand_written_fit(
+    model: L.LightningModule, net: nn.Module, loader: Iterable, steps: int, precision: str
+) -> tuple[float, float, int, int]:
     """Train ``net`` the plain PyTorch way: the model's loss, optimizer and scheduler factories,
     ``loader``'s batches, ``steps`` steps (epochs as needed).
 

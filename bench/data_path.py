@@ -40,8 +40,9 @@ def epoch_seconds(loader: Any, epoch: int, device: torch.device) -> tuple[float,
 
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--datamodule", default="MNISTDataModule",
-                        help="a VisionDataModule of the datamodules package")
+    parser.add_argument(
+        "--datamodule", default="MNISTDataModule", help="a VisionDataModule of the datamodules package"
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per path")
     parser.add_argument("--augment", choices=["off", "on", "both"], default="both")
@@ -51,18 +52,30 @@ def main(argv: list[str] | None = None) -> dict:
 
     cls = getattr(datamodules, args.datamodule, None)
     if not (isinstance(cls, type) and issubclass(cls, datamodules.VisionDataModule)):
-        raise SystemExit(f"--datamodule {args.datamodule!r} is not a VisionDataModule of "
-                         "the datamodules package")
-    trainer = L.Trainer(accelerator=args.accelerator, devices=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+        raise SystemExit(
+            f"--datamodule {args.datamodule!r} is not a VisionDataModule of the datamodules package"
+        )
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     device = trainer.strategy.root_device
     augments = {"off": [False], "on": [True], "both": [False, True]}[args.augment]
     rows = []
     for augment in augments:
         for resident in (False, True):
-            dm = cls(data_dir=args.data_dir, batch_size=args.batch_size, augment=augment,
-                     device_resident=resident, num_workers=args.num_workers,
-                     pin_memory=args.pin_memory, persistent_workers=args.num_workers > 0)
+            dm = cls(
+                data_dir=args.data_dir,
+                batch_size=args.batch_size,
+                augment=augment,
+                device_resident=resident,
+                num_workers=args.num_workers,
+                pin_memory=args.pin_memory,
+                persistent_workers=args.num_workers > 0,
+            )
             dm.trainer = trainer  # as Trainer.fit attaches it: the loader learns the device
             dm.prepare_data()
             dm.setup("fit")
@@ -71,10 +84,16 @@ def main(argv: list[str] | None = None) -> dict:
             samples = epoch_seconds(loader, 0, device)[1]
             first = time.perf_counter() - start
             seconds = sum(epoch_seconds(loader, e, device)[0] for e in range(1, args.epochs + 1))
-            rows.append({"path": "device-resident" if resident else "DataLoader",
-                         "augment": augment, "first_epoch_s": first,
-                         "epochs_per_s": args.epochs / seconds,
-                         "samples_per_s": samples * args.epochs / seconds, "samples": samples})
+            rows.append(
+                {
+                    "path": "device-resident" if resident else "DataLoader",
+                    "augment": augment,
+                    "first_epoch_s": first,
+                    "epochs_per_s": args.epochs / seconds,
+                    "samples_per_s": samples * args.epochs / seconds,
+                    "samples": samples,
+                }
+            )
             del loader, dm
     for row in rows:  # speed-up over the DataLoader with the same augmentation
         base = next(r for r in rows if r["augment"] == row["augment"] and r["path"] == "DataLoader")
@@ -82,15 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     info = machine()
     print_table(
-        f"Data path: {args.datamodule}, batch {args.batch_size}, "
-        f"{rows[0]['samples']} samples per epoch",
+        f"Data path: {args.datamodule}, batch {args.batch_size}, {rows[0]['samples']} samples per epoch",
         ["path", "augment", "first epoch s", "epochs/s", "samples/s", "speed-up"],
-        [(r["path"], r["augment"], r["first_epoch_s"], r["epochs_per_s"], r["samples_per_s"],
-          r["speedup"]) for r in rows],
+        [
+            (r["path"], r["augment"], r["first_epoch_s"], r["epochs_per_s"], r["samples_per_s"], r["speedup"])
+            for r in rows
+        ],
         caption=f"{machine_line(info)}; DataLoader workers: {args.num_workers}",
     )
     payload = {"benchmark": "data_path", "argv": sys.argv[1:], "machine": info, "rows": rows}
-    write_results('data_path', payload, args.out)
+    write_results("data_path", payload, args.out)
     return payload
 
 

@@ -42,15 +42,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml")
     parser.add_argument("--rounds", type=int, default=10, help="timed Lightning/hand-written pairs")
-    parser.add_argument("--max_steps", type=int, default=-1,
-                        help="training steps per run (-1: the config's epochs)")
-    parser.add_argument("--check_sync", action="store_true",
-                        help="fail on a host-device sync inside a Lightning training step (CUDA)")
+    parser.add_argument(
+        "--max_steps", type=int, default=-1, help="training steps per run (-1: the config's epochs)"
+    )
+    parser.add_argument(
+        "--check_sync",
+        action="store_true",
+        help="fail on a host-device sync inside a Lightning training step (CUDA)",
+    )
     parser.add_argument("cli_args", nargs="*", help="more cli.py flags (after --)")
     args = parse(parser, argv)
 
-    flags = ["--data.init_args.data_dir", args.data_dir, "--test_after_fit", "false",
-             "--trainer.max_steps", str(args.max_steps), *args.cli_args]
+    flags = [
+        "--data.init_args.data_dir",
+        args.data_dir,
+        "--test_after_fit",
+        "false",
+        "--trainer.max_steps",
+        str(args.max_steps),
+        *args.cli_args,
+    ]
     callbacks = ["bench.common.FitTimer"] + (["bench.common.SyncCheck"] if args.check_sync else [])
 
     def lightning() -> tuple:
@@ -60,8 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     def hand_written(cli, timer) -> tuple[float, float, int, int]:
         loader = cli.datamodule.train_dataloader()
         net = copy.deepcopy(timer.initial_net)  # the Lightning run's initial weights, every time
-        return hand_written_fit(cli.model, net, loader, cli.trainer.global_step,
-                                cli.trainer.precision)
+        return hand_written_fit(cli.model, net, loader, cli.trainer.global_step, cli.trainer.precision)
 
     # warm-up pair, not counted: imports, allocator, kernel caches
     cli, timer, *_ = lightning()
@@ -80,12 +90,19 @@ def main(argv: list[str] | None = None) -> dict:
                 wall[side], cpu[side], hand_steps, samples = hand_written(cli, timer)
         if hand_steps != steps:
             raise RuntimeError(f"step counts differ: Lightning {steps}, hand-written {hand_steps}")
-        rounds.append({"order": list(order), "steps": steps, "samples": samples,
-                       "lightning_s": wall["lightning"], "hand_written_s": wall["hand-written"],
-                       "ratio": wall["hand-written"] / wall["lightning"],
-                       "lightning_cpu_s": cpu["lightning"],
-                       "hand_written_cpu_s": cpu["hand-written"],
-                       "cpu_ratio": cpu["hand-written"] / cpu["lightning"]})
+        rounds.append(
+            {
+                "order": list(order),
+                "steps": steps,
+                "samples": samples,
+                "lightning_s": wall["lightning"],
+                "hand_written_s": wall["hand-written"],
+                "ratio": wall["hand-written"] / wall["lightning"],
+                "lightning_cpu_s": cpu["lightning"],
+                "hand_written_cpu_s": cpu["hand-written"],
+                "cpu_ratio": cpu["hand-written"] / cpu["lightning"],
+            }
+        )
 
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
@@ -94,25 +111,40 @@ def main(argv: list[str] | None = None) -> dict:
     samples = rounds[0]["samples"]
     ratios = sorted(r["ratio"] for r in rounds)
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    summary = {"lightning_s": light, "hand_written_s": hand, "ratio": median("ratio"),
-               "ratio_q1": quartiles[0], "ratio_q3": quartiles[2],
-               "ratio_of_medians": hand / light, "cpu_ratio": median("cpu_ratio"),
-               "lightning_samples_per_s": samples / light,
-               "hand_written_samples_per_s": samples / hand,
-               "steps": rounds[0]["steps"], "samples": samples}
+    summary = {
+        "lightning_s": light,
+        "hand_written_s": hand,
+        "ratio": median("ratio"),
+        "ratio_q1": quartiles[0],
+        "ratio_q3": quartiles[2],
+        "ratio_of_medians": hand / light,
+        "cpu_ratio": median("cpu_ratio"),
+        "lightning_samples_per_s": samples / light,
+        "hand_written_samples_per_s": samples / hand,
+        "steps": rounds[0]["steps"],
+        "samples": samples,
+    }
     info = machine()
     print_table(
         f"Fit-loop overhead: {args.config.name}, {samples} samples in {rounds[0]['steps']} steps",
         ["round", "first", "Lightning s", "hand-written s", "ratio", "CPU-time ratio"],
-        [(i, r["order"][0], r["lightning_s"], r["hand_written_s"], r["ratio"], r["cpu_ratio"])
-         for i, r in enumerate(rounds)]
+        [
+            (i, r["order"][0], r["lightning_s"], r["hand_written_s"], r["ratio"], r["cpu_ratio"])
+            for i, r in enumerate(rounds)
+        ]
         + [("median", "", light, hand, summary["ratio"], summary["cpu_ratio"])],
         caption=f"{machine_line(info)}; ratio = hand-written time / Lightning time; "
-                f"ratio quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}",
+        f"ratio quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}",
     )
-    payload = {"benchmark": "overhead", "config": str(args.config), "argv": sys.argv[1:],
-               "machine": info, "rounds": rounds, "summary": summary}
-    write_results('overhead', payload, args.out)
+    payload = {
+        "benchmark": "overhead",
+        "config": str(args.config),
+        "argv": sys.argv[1:],
+        "machine": info,
+        "rounds": rounds,
+        "summary": summary,
+    }
+    write_results("overhead", payload, args.out)
     return payload
 
 

@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     parser.add_argument("--metric", default="test/acc", help="the accuracy to report")
-    parser.add_argument("--check_sync", action="store_true",
-                        help="fail on a host-device sync inside a training step (CUDA)")
+    parser.add_argument(
+        "--check_sync", action="store_true", help="fail on a host-device sync inside a training step (CUDA)"
+    )
     parser.add_argument("cli_args", nargs="*", help="more cli.py flags (after --)")
     args = parse(parser, argv)
     callbacks = ["bench.common.FitTimer"] + (["bench.common.SyncCheck"] if args.check_sync else [])
@@ -51,17 +52,36 @@ def main(argv: list[str] | None = None) -> dict:
     seeds += list(range(args.first_seed, args.first_seed + args.seeds))
     runs = []
     for i, seed in enumerate(seeds):
-        flags = ["--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-                 "--data.init_args.data_dir", args.data_dir, *args.cli_args]
+        flags = [
+            "--seed_everything",
+            str(seed),
+            "--data.init_args.seed",
+            str(seed),
+            "--data.init_args.data_dir",
+            args.data_dir,
+            *args.cli_args,
+        ]
         cli, timer = run_cli(args.config, flags, args.accelerator, callbacks)
         metrics = run_metrics(cli)
         if args.metric not in metrics:
-            raise RuntimeError(f"{args.metric} not in the run's metrics {sorted(metrics)}; "
-                               "keep test_after_fit on, or choose --metric")
-        runs.append({"seed": seed, "warmup": i < args.warmup, "accuracy": metrics[args.metric],
-                     "metrics": metrics, "train_s": sum(timer.train_s), "val_s": sum(timer.val_s),
-                     "startup_s": timer.startup_s, "fit_s": timer.fit_s,
-                     "epochs": len(timer.train_s), "steps": cli.trainer.global_step})
+            raise RuntimeError(
+                f"{args.metric} not in the run's metrics {sorted(metrics)}; "
+                "keep test_after_fit on, or choose --metric"
+            )
+        runs.append(
+            {
+                "seed": seed,
+                "warmup": i < args.warmup,
+                "accuracy": metrics[args.metric],
+                "metrics": metrics,
+                "train_s": sum(timer.train_s),
+                "val_s": sum(timer.val_s),
+                "startup_s": timer.startup_s,
+                "fit_s": timer.fit_s,
+                "epochs": len(timer.train_s),
+                "steps": cli.trainer.global_step,
+            }
+        )
         del cli, timer
 
     measured = [r for r in runs if not r["warmup"]]
@@ -81,20 +101,45 @@ def main(argv: list[str] | None = None) -> dict:
         summary["one_time_startup_s"] = warm[0]["startup_s"] - summary["median_startup_s"]
 
     info = machine()
-    rows = [("warm-up" if r["warmup"] else str(r["seed"]), r["accuracy"], r["train_s"], r["val_s"],
-             r["startup_s"], r["fit_s"], r["epochs"]) for r in runs]
-    rows.append((f"median/mean of {len(measured)}", summary["mean_accuracy"],
-                 summary["median_train_s"], statistics.median(r["val_s"] for r in measured),
-                 summary["median_startup_s"], summary["median_fit_s"], measured[0]["epochs"]))
+    rows = [
+        (
+            "warm-up" if r["warmup"] else str(r["seed"]),
+            r["accuracy"],
+            r["train_s"],
+            r["val_s"],
+            r["startup_s"],
+            r["fit_s"],
+            r["epochs"],
+        )
+        for r in runs
+    ]
+    rows.append(
+        (
+            f"median/mean of {len(measured)}",
+            summary["mean_accuracy"],
+            summary["median_train_s"],
+            statistics.median(r["val_s"] for r in measured),
+            summary["median_startup_s"],
+            summary["median_fit_s"],
+            measured[0]["epochs"],
+        )
+    )
     print_table(
         f"Time to accuracy: {args.config.name} ({args.metric} mean "
         f"{summary['mean_accuracy']:.4f}, min {summary['min_accuracy']:.4f})",
-        ["seed", args.metric, "train s", "val s", "start-up s", "fit s", "epochs"], rows,
+        ["seed", args.metric, "train s", "val s", "start-up s", "fit s", "epochs"],
+        rows,
         caption=machine_line(info),
     )
-    payload = {"benchmark": "time_to_accuracy", "config": str(args.config), "argv": sys.argv[1:],
-               "machine": info, "runs": runs, "summary": summary}
-    write_results('time_to_accuracy', payload, args.out)
+    payload = {
+        "benchmark": "time_to_accuracy",
+        "config": str(args.config),
+        "argv": sys.argv[1:],
+        "machine": info,
+        "runs": runs,
+        "summary": summary,
+    }
+    write_results("time_to_accuracy", payload, args.out)
     return payload
 
 

@@ -10,6 +10,12 @@ from callbacks.run_config import RunConfig
 from callbacks.wandb_extras import WandbExtras
 
 __all__ = [
-    "BestCheckpoint", "EpochDropoutReset", "FitPlot", "MediaLogger", "PredictionWriter",
-    "RunConfig", "StateDictExport", "WandbExtras",
+    "BestCheckpoint",
+    "EpochDropoutReset",
+    "FitPlot",
+    "MediaLogger",
+    "PredictionWriter",
+    "RunConfig",
+    "StateDictExport",
+    "WandbExtras",
 ]

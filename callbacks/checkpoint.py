@@ -36,8 +36,13 @@ class BestCheckpoint(ModelCheckpoint):
         # "val/acc" would make a folder: spell the metric with "_" in the file name
         metric = (monitor or "").replace("/", "_")
         super().__init__(
-            dirpath=dirpath, monitor=monitor, mode=mode or "min", save_top_k=save_top_k,
-            save_last=save_last, every_n_epochs=every_n_epochs, auto_insert_metric_name=False,
+            dirpath=dirpath,
+            monitor=monitor,
+            mode=mode or "min",
+            save_top_k=save_top_k,
+            save_last=save_last,
+            every_n_epochs=every_n_epochs,
+            auto_insert_metric_name=False,
             filename=f"epoch={{epoch:02d}}-step={{step}}-{metric}={{{monitor}:.4f}}" if monitor else None,
         )
 

@@ -41,8 +41,9 @@ class FitPlot(Callback):
         filename: PNG file name in the run directory.
     """
 
-    def __init__(self, x_min: float = -3.0, x_max: float = 3.0, num_points: int = 200,
-                 filename: str = "fit.png") -> None:
+    def __init__(
+        self, x_min: float = -3.0, x_max: float = 3.0, num_points: int = 200, filename: str = "fit.png"
+    ) -> None:
         if not x_min < x_max:
             raise ValueError(f"FitPlot needs x_min < x_max, got {x_min} and {x_max}")
         self.x = torch.linspace(x_min, x_max, num_points)  # (P,)
@@ -93,8 +94,11 @@ class FitPlot(Callback):
         axes = figure.subplots()
         axes.plot(self.x, true, label="true curve")
         axes.plot(self.x, fitted, "--", label="model")
-        axes.set(xlabel="x", ylabel="y", title="fitted coefficients (bias, w): "
-                 + ", ".join(f"{c:.3f}" for c in fit.tolist()))
+        axes.set(
+            xlabel="x",
+            ylabel="y",
+            title="fitted coefficients (bias, w): " + ", ".join(f"{c:.3f}" for c in fit.tolist()),
+        )
         axes.legend()
         self.path = save_figure(figure, folder / self.filename)
         log_image(trainer, "fit/curve", self.path, "fitted and true curve")

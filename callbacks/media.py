@@ -37,8 +37,9 @@ def batch_figure(images: torch.Tensor, labels: list[str], columns: int = 8) -> F
     compare across the grid as the model sees them.
     """
     low, high = float(images.min()), float(images.max())
-    grid = make_grid(images.float().cpu(), nrow=columns, padding=2, normalize=True,
-                     value_range=(low, high), pad_value=1.0)  # (3, H', W') in [0, 1]
+    grid = make_grid(
+        images.float().cpu(), nrow=columns, padding=2, normalize=True, value_range=(low, high), pad_value=1.0
+    )  # (3, H', W') in [0, 1]
     rows = (len(images) + columns - 1) // columns
     height, width = images.shape[-2:]
     figure = Figure(figsize=(1.4 * columns, 1.6 * rows), layout="constrained")
@@ -47,10 +48,10 @@ def batch_figure(images: torch.Tensor, labels: list[str], columns: int = 8) -> F
     axes.set_axis_off()
     for i, label in enumerate(labels):  # the label above each cell's top-left corner
         row, col = divmod(i, columns)
-        axes.text(2 + col * (width + 2), 2 + row * (height + 2), label, fontsize=7, va="top",
-                  color="red")
-    axes.set_title(f"training batch as the model sees it (inputs in [{low:.2f}, {high:.2f}] "
-                   "shown as [0, 1])", fontsize=9)
+        axes.text(2 + col * (width + 2), 2 + row * (height + 2), label, fontsize=7, va="top", color="red")
+    axes.set_title(
+        f"training batch as the model sees it (inputs in [{low:.2f}, {high:.2f}] shown as [0, 1])", fontsize=9
+    )
     return figure
 
 
@@ -103,16 +104,26 @@ class MediaLogger(Callback):
         n = min(self.num_images, len(x))
         names = self.class_names(trainer, getattr(pl_module, "num_classes", None) or 0)
         labels = [names[int(t)] if int(t) < len(names) else f"{float(t):.3g}" for t in y[:n]]
-        self.save(trainer, batch_figure(x[:n].detach(), labels), "train_batch.png",
-                  "train/batch", f"first training batch, epoch {trainer.current_epoch}")
+        self.save(
+            trainer,
+            batch_figure(x[:n].detach(), labels),
+            "train_batch.png",
+            "train/batch",
+            f"first training batch, epoch {trainer.current_epoch}",
+        )
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.matrix is not None:
             self.matrix = self.matrix.to(pl_module.device)
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-        batch_idx: int, dataloader_idx: int = 0,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self.matrix is None or trainer.sanity_checking or not isinstance(outputs, torch.Tensor):
             return
@@ -134,7 +145,11 @@ class MediaLogger(Callback):
         size = min(2.0 + 0.5 * len(counts), 12.0)
         figure = Figure(figsize=(size, size), layout="constrained")
         axes = figure.subplots()
-        self.matrix.plot(val=counts.cpu(), ax=axes, add_text=len(counts) <= 20,
-                         labels=self.class_names(trainer, len(counts)))
+        self.matrix.plot(
+            val=counts.cpu(),
+            ax=axes,
+            add_text=len(counts) <= 20,
+            labels=self.class_names(trainer, len(counts)),
+        )
         axes.set_title(f"{title}\naccuracy {accuracy:.4f} (rows: true, columns: predicted)")
         self.save(trainer, figure, name, "val/confusion_matrix", title)

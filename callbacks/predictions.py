@@ -22,8 +22,13 @@ def _rows(predictions: list[dict[str, torch.Tensor]], topk: int) -> list[dict[st
     if "probs" in columns:
         probs = columns.pop("probs")
         top_probs, top_classes = probs.topk(min(topk, probs.shape[1]), dim=1)  # (N, k)
-        columns = {"pred": top_classes[:, 0], "prob": top_probs[:, 0], "topk_classes": top_classes,
-                   "topk_probs": top_probs, **columns}
+        columns = {
+            "pred": top_classes[:, 0],
+            "prob": top_probs[:, 0],
+            "topk_classes": top_classes,
+            "topk_probs": top_probs,
+            **columns,
+        }
     rows = []
     for i in range(len(next(iter(columns.values())))):
         row: dict[str, Any] = {"index": i}
@@ -72,8 +77,14 @@ class PredictionWriter(BasePredictionWriter):
             writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: "|".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v)
-                                 if isinstance(v, list) else v for k, v in row.items()})
+                writer.writerow(
+                    {
+                        k: "|".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v)
+                        if isinstance(v, list)
+                        else v
+                        for k, v in row.items()
+                    }
+                )
             text = buffer.getvalue()
         write_text(path, text)
         self.path = path

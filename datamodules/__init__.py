@@ -9,7 +9,13 @@ from datamodules.synthetic import GaussianClustersDataModule, PolynomialDataModu
 from datamodules.vision import VisionDataModule
 
 __all__ = [
-    "CIFAR10DataModule", "DataNotFoundError", "GaussianClustersDataModule",
-    "ImageFolderDataModule", "MNISTDataModule", "MNISTRowsDataModule", "PolynomialDataModule",
-    "SplitDataModule", "VisionDataModule",
+    "CIFAR10DataModule",
+    "DataNotFoundError",
+    "GaussianClustersDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "MNISTRowsDataModule",
+    "PolynomialDataModule",
+    "SplitDataModule",
+    "VisionDataModule",
 ]

@@ -30,8 +30,9 @@ def data_not_found(name: str, folder: Path, expected: Sequence[str], cause: str 
     )
 
 
-def kfold_indices(targets: torch.Tensor, num_folds: int, fold: int, seed: int,
-                  stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def kfold_indices(
+    targets: torch.Tensor, num_folds: int, fold: int, seed: int, stratify: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, val) indices of fold ``fold`` of ``num_folds`` (stratified: every fold keeps the
     class shares), shuffled by ``seed``: scikit-learn's ``(Stratified)KFold``."""
     from sklearn.model_selection import KFold, StratifiedKFold  # only k-fold runs pay the import
@@ -135,12 +136,14 @@ class SplitDataModule(L.LightningDataModule):
         """(train, val) indices into the official training set, each in ascending order."""
         targets = self.source_targets(train=True)
         if self.num_folds is not None:
-            return kfold_indices(targets, self.num_folds, self.fold, self.seed,
-                                 stratify=self.task != "regression")
+            return kfold_indices(
+                targets, self.num_folds, self.fold, self.seed, stratify=self.task != "regression"
+            )
         n = len(targets)
         n_val = max(1, round(n * self.val_fraction))  # tiny data still validates on something
-        train, val = random_split(range(n), [n - n_val, n_val],
-                                  generator=torch.Generator().manual_seed(self.seed))
+        train, val = random_split(
+            range(n), [n - n_val, n_val], generator=torch.Generator().manual_seed(self.seed)
+        )
         return torch.tensor(sorted(train.indices)), torch.tensor(sorted(val.indices))
 
     def train_targets(self) -> torch.Tensor:

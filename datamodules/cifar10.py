@@ -23,8 +23,7 @@ class CIFAR10DataModule(VisionDataModule):
 
     @property
     def classes(self) -> list[str]:
-        return ["airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"]
+        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -47,8 +47,10 @@ class ImageFolderDataModule(VisionDataModule):
 
     @cached_property
     def folders(self) -> dict[bool, ImageFolder]:
-        folders = {train: ImageFolder(str(self.data_dir / ("train" if train else "test")), loader=read_rgb)
-                   for train in (True, False)}
+        folders = {
+            train: ImageFolder(str(self.data_dir / ("train" if train else "test")), loader=read_rgb)
+            for train in (True, False)
+        }
         if folders[True].classes != folders[False].classes:
             raise ValueError(
                 f"train/ and test/ under {self.data_dir} hold different class folders: "
@@ -115,6 +117,7 @@ class ImageFolderDataModule(VisionDataModule):
         try:
             save_torch({"images": images, "targets": targets}, cache)
         except OSError as err:
-            rank_zero_warn(f"Could not cache decoded images in {cache.parent} ({err}); "
-                           "the next run decodes them again.")
+            rank_zero_warn(
+                f"Could not cache decoded images in {cache.parent} ({err}); the next run decodes them again."
+            )
         return images, targets

@@ -74,8 +74,10 @@ class VisionDataModule(SplitDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if alternate_flip and not device_resident:
-            raise ValueError("alternate_flip needs device_resident: true (the DataLoader path "
-                             "flips each image with a fresh coin); set both or neither.")
+            raise ValueError(
+                "alternate_flip needs device_resident: true (the DataLoader path "
+                "flips each image with a fresh coin); set both or neither."
+            )
         self.device_resident = device_resident
         self.padding_mode = padding_mode
         self.alternate_flip = alternate_flip
@@ -157,8 +159,9 @@ class VisionDataModule(SplitDataModule):
         if self.resize is not None:
             steps.append(v2.Resize((self.resize, self.resize), antialias=True))
         if stage == "train" and self.augment:
-            steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding,
-                                       padding_mode=self.padding_mode))
+            steps.append(
+                v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding, padding_mode=self.padding_mode)
+            )
             if self.flip:
                 steps.append(v2.RandomHorizontalFlip())
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]

@@ -8,6 +8,15 @@ from lightning_modules.regression import Regressor
 from lightning_modules.sequence import SequenceClassifier
 
 __all__ = [
-    "CNN", "Classifier", "EpochDropout", "LinearNet", "NetFactory", "PlainSGD", "RecurrentNet",
-    "Regressor", "SequenceClassifier", "SpatialPyramidPool", "TaskModule",
+    "CNN",
+    "Classifier",
+    "EpochDropout",
+    "LinearNet",
+    "NetFactory",
+    "PlainSGD",
+    "RecurrentNet",
+    "Regressor",
+    "SequenceClassifier",
+    "SpatialPyramidPool",
+    "TaskModule",
 ]

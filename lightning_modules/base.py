@@ -101,8 +101,15 @@ class TaskModule(L.LightningModule):
         loss = self.loss(*self.loss_inputs(out, y))
         train = split == "train"
         # validation and test means are over every process's samples; a training step stays local
-        self.log(f"{split}/loss", loss, on_step=train, on_epoch=True, prog_bar=True,
-                 batch_size=len(y), sync_dist=not train)
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=train,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=not train,
+        )
         if not train or self.log_train_metrics:
             metrics = getattr(self, f"{split}_metrics")
             metrics.update(*self.metric_inputs(out.detach(), y))

@@ -53,8 +53,7 @@ class Classifier(TaskModule):
         self.num_classes = num_classes
         self.tta_flip = tta_flip
         num_outputs = 1 if task == "binary" else num_classes
-        super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler,
-                         log_train_metrics)
+        super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler, log_train_metrics)
         self.save_hyperparameters()
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:  # -> (B, outputs)

@@ -67,9 +67,14 @@ LOSSES: dict[str, type[nn.Module]] = {
 # The task each known loss fits, matched with isinstance (so torch's CrossEntropyLoss given by
 # class_path counts as the registry's cross_entropy).
 TASK_OF: dict[type[nn.Module], str] = {
-    nn.MSELoss: "regression", nn.L1Loss: "regression", nn.HuberLoss: "regression",
-    nn.SmoothL1Loss: "regression", LogMSELoss: "regression", LogCoshLoss: "regression",
-    nn.BCEWithLogitsLoss: "binary", nn.CrossEntropyLoss: "multiclass",
+    nn.MSELoss: "regression",
+    nn.L1Loss: "regression",
+    nn.HuberLoss: "regression",
+    nn.SmoothL1Loss: "regression",
+    LogMSELoss: "regression",
+    LogCoshLoss: "regression",
+    nn.BCEWithLogitsLoss: "binary",
+    nn.CrossEntropyLoss: "multiclass",
 }
 NONNEGATIVE_TARGETS = (LogMSELoss,)  # losses that take log(1 + y)
 DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "bce_with_logits", "regression": "mse"}
@@ -133,8 +138,9 @@ def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
     return loss
 
 
-def check_loss(loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Tensor,
-               train_targets: torch.Tensor) -> None:
+def check_loss(
+    loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Tensor, train_targets: torch.Tensor
+) -> None:
     """Fail before training when ``loss`` cannot take the data: a log loss on negative targets,
     or a loss this module does not know that fails, broadcasts or returns no finite number on
     one example (``pred``, ``target``) shaped as the model will feed it."""
@@ -145,8 +151,7 @@ def check_loss(loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Ten
         )
     if task_of(loss) is not None:
         return
-    shapes = (f"prediction {tuple(pred.shape)} {pred.dtype}, target {tuple(target.shape)} "
-              f"{target.dtype}")
+    shapes = f"prediction {tuple(pred.shape)} {pred.dtype}, target {tuple(target.shape)} {target.dtype}"
     try:
         with warnings.catch_warnings():
             # torch only warns when an elementwise loss broadcasts (B, C) against (B,)

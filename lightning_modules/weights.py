@@ -21,8 +21,9 @@ NET_PREFIX = "net."  # TaskModule keeps its network in ``self.net``
 
 def net_state(module_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The network's entries of a LightningModule ``state_dict``, keyed as the bare network's."""
-    state = {k[len(NET_PREFIX):]: v.detach().cpu() for k, v in module_state.items()
-             if k.startswith(NET_PREFIX)}
+    state = {
+        k[len(NET_PREFIX) :]: v.detach().cpu() for k, v in module_state.items() if k.startswith(NET_PREFIX)
+    }
     if not state:
         raise ValueError(
             f"No '{NET_PREFIX}*' weights in this state_dict (keys start with "
@@ -62,7 +63,8 @@ def build_network(spec: Mapping[str, Any], num_outputs: int, input_shape: Sequen
     """``class_path(num_outputs, **init_args)`` with its lazy layers built on ``input_shape``."""
     module, _, name = spec["class_path"].rpartition(".")
     net = getattr(importlib.import_module(module), name)(
-        num_outputs=num_outputs, **(spec.get("init_args") or {}))
+        num_outputs=num_outputs, **(spec.get("init_args") or {})
+    )
     with torch.no_grad():
         net.eval()(torch.zeros(2, *input_shape))
     return net

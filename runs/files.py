@@ -48,4 +48,3 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
-

@@ -21,8 +21,13 @@ from runs.files import save_torch
 def main(args: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("checkpoint", type=Path, help="a Lightning .ckpt of this project")
-    parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="the .pth to write (default: next to the checkpoint, same name)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="the .pth to write (default: next to the checkpoint, same name)",
+    )
     options = parser.parse_args(args)
     if not options.checkpoint.is_file():
         parser.error(f"no checkpoint at {options.checkpoint}")

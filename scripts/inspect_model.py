@@ -17,15 +17,13 @@ from cli import cli_main
 
 def parameter_rows(model: nn.Module) -> list[tuple[str, tuple[int, ...], int, bool]]:
     """(name, shape, count, trainable) of every parameter, in ``named_parameters`` order."""
-    return [(name, tuple(p.shape), p.numel(), p.requires_grad)
-            for name, p in model.named_parameters()]
+    return [(name, tuple(p.shape), p.numel(), p.requires_grad) for name, p in model.named_parameters()]
 
 
 def parameter_table(model: nn.Module) -> Table:
     rows = parameter_rows(model)
     table = Table(title=f"{type(model).__name__} parameters")
-    for column, justify in (("name", "left"), ("shape", "left"), ("count", "right"),
-                            ("trainable", "center")):
+    for column, justify in (("name", "left"), ("shape", "left"), ("count", "right"), ("trainable", "center")):
         table.add_column(column, justify=justify)
     for name, shape, count, trainable in rows:
         table.add_row(name, str(list(shape)), f"{count:,}", "yes" if trainable else "no")

@@ -50,16 +50,22 @@ def default_group() -> str:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], allow_abbrev=False,  # never swallow a cli.py option
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,  # never swallow a cli.py option
         epilog="Any other option is passed to `cli.py fit`.",
     )
     parser.add_argument("--num_folds", type=int, default=5, help="k, the number of folds (>= 2).")
-    parser.add_argument("--group", default=None,
-                        help="folder of the folds under <save_dir>/<name>/ and W&B group "
-                             "(default: kfold-slurm-<job id> in SLURM, else kfold-<date>-<time>).")
-    parser.add_argument("--launcher", default=sys.executable,
-                        help='command that runs cli.py for each fold, e.g. "srun python" '
-                             "(default: this Python).")
+    parser.add_argument(
+        "--group",
+        default=None,
+        help="folder of the folds under <save_dir>/<name>/ and W&B group "
+        "(default: kfold-slurm-<job id> in SLURM, else kfold-<date>-<time>).",
+    )
+    parser.add_argument(
+        "--launcher",
+        default=sys.executable,
+        help='command that runs cli.py for each fold, e.g. "srun python" (default: this Python).',
+    )
     args, cli_args = parser.parse_known_args(argv)
     if args.num_folds < 2:
         parser.error(f"--num_folds must be at least 2, got {args.num_folds}")
@@ -68,8 +74,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def resolved_config(cli_args: list[str]) -> dict[str, Any]:
     """The fit config the folds will run with, as ``cli.py fit --print_config`` resolves it."""
-    done = subprocess.run([sys.executable, str(CLI), "fit", *cli_args, "--print_config"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(CLI), "fit", *cli_args, "--print_config"], capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.exit(f"cli.py rejected the options {shlex.join(cli_args)}:\n{done.stderr.strip()}")
     return yaml.safe_load(done.stdout)
@@ -79,8 +86,10 @@ def experiment_folder(config: dict[str, Any]) -> Path:
     """``<save_dir>/<name>`` of the first logger: where the fold runs go."""
     folder = experiment_dir(config["trainer"])
     if folder is None:
-        sys.exit("k-fold needs a CSVLogger or TensorBoardLogger as the first trainer.logger: "
-                 "it names the fold folders and holds their metrics.json.")
+        sys.exit(
+            "k-fold needs a CSVLogger or TensorBoardLogger as the first trainer.logger: "
+            "it names the fold folders and holds their metrics.json."
+        )
     return folder
 
 
@@ -94,9 +103,7 @@ def summarize(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
     return summary
 
 
-def table(
-    fold_metrics: list[dict[str, float]], summary: dict[str, dict[str, float]], title: str
-) -> Table:
+def table(fold_metrics: list[dict[str, float]], summary: dict[str, dict[str, float]], title: str) -> Table:
     view = Table(title=title)
     view.add_column("fold", justify="right")
     for name in summary:
@@ -111,13 +118,26 @@ def table(
 def run_fold(
     launcher: list[str], cli_args: list[str], k: int, fold: int, group: str, wandb_group: str
 ) -> None:
-    command = [*launcher, str(CLI), "fit", *cli_args, "--data.num_folds", str(k),
-               "--data.fold", str(fold), "--run_id", f"{group}/fold_{fold}",
-               "--run_group", wandb_group]
+    command = [
+        *launcher,
+        str(CLI),
+        "fit",
+        *cli_args,
+        "--data.num_folds",
+        str(k),
+        "--data.fold",
+        str(fold),
+        "--run_id",
+        f"{group}/fold_{fold}",
+        "--run_group",
+        wandb_group,
+    ]
     Console().rule(f"fold {fold} of {k}: {shlex.join(command)}")
     if subprocess.run(command).returncode != 0:
-        sys.exit(f"fold {fold} failed (see above). Run the same command with --group {group} "
-                 "to resume: finished folds are kept.")
+        sys.exit(
+            f"fold {fold} failed (see above). Run the same command with --group {group} "
+            "to resume: finished folds are kept."
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -128,16 +148,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for fold in range(args.num_folds):
         run_dir = root / group / f"fold_{fold}"
         if not (run_dir / "metrics.json").is_file():
-            run_fold(shlex.split(args.launcher), cli_args, args.num_folds, fold, group,
-                     wandb_group=f"{root.name}/{group}")
+            run_fold(
+                shlex.split(args.launcher),
+                cli_args,
+                args.num_folds,
+                fold,
+                group,
+                wandb_group=f"{root.name}/{group}",
+            )
         result = json.loads((run_dir / "metrics.json").read_text())
-        folds.append({"fold": fold, "run_dir": str(run_dir), "checkpoint": result["checkpoint"],
-                      "metrics": result["metrics"]})
+        folds.append(
+            {
+                "fold": fold,
+                "run_dir": str(run_dir),
+                "checkpoint": result["checkpoint"],
+                "metrics": result["metrics"],
+            }
+        )
     fold_metrics = [fold["metrics"] for fold in folds]
     summary = summarize(fold_metrics)
-    report = {"num_folds": args.num_folds, "group": group, "cli_args": cli_args,
-              "std": "sample standard deviation (n - 1) over the folds",
-              "folds": folds, "summary": summary}
+    report = {
+        "num_folds": args.num_folds,
+        "group": group,
+        "cli_args": cli_args,
+        "std": "sample standard deviation (n - 1) over the folds",
+        "folds": folds,
+        "summary": summary,
+    }
     path = root / group / "kfold.json"
     write_json(path, report, sort_keys=False)  # never a half-written summary
     console = Console()

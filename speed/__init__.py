@@ -13,6 +13,11 @@ from speed.runtime import CPUSpeedups
 from speed.speedrun import SpeedrunNet
 
 __all__ = [
-    "CPUSpeedups", "ChannelsLast", "DeviceLoader", "EpochSampler", "InitFromData", "NullProfiler",
+    "CPUSpeedups",
+    "ChannelsLast",
+    "DeviceLoader",
+    "EpochSampler",
+    "InitFromData",
+    "NullProfiler",
     "SpeedrunNet",
 ]

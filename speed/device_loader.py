@@ -68,8 +68,9 @@ class EpochSampler:
         return torch.arange(self.rank, self.num_samples, self.world_size)
 
 
-def random_crop(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor,
-                mode: str = "constant") -> torch.Tensor:
+def random_crop(
+    x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor, mode: str = "constant"
+) -> torch.Tensor:
     """Pad ``x`` (B, C, H, W) by ``padding`` on each side, then cut each image's (H, W) window at
     its own offset ``top[b], left[b]`` in [0, 2 * padding] (both (B,) int64, on ``x``'s device)."""
     b, c, h, w = x.shape
@@ -122,9 +123,7 @@ class DeviceLoader:
         flip: FlipMode = "none",
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"images must be (N, C, H, W) uint8, got {tuple(images.shape)} {images.dtype}"
-            )
+            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
         if len(targets) != len(images) or targets.device != images.device:
             raise ValueError(
                 f"targets must match images in length and device: {len(targets)} on "
@@ -142,9 +141,7 @@ class DeviceLoader:
         self.flip = flip
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(
-                f"mean and std need {channels} values (one per channel), got {mean}, {std}"
-            )
+            raise ValueError(f"mean and std need {channels} values (one per channel), got {mean}, {std}")
         self.mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
         # "alternate": one fixed coin per sample, flipped over every other epoch (as in the
@@ -212,7 +209,15 @@ def resident_loader(data: Any, split: str) -> DeviceLoader:
     flip = ("alternate" if data.alternate_flip else "random") if augment and data.flip else "none"
     rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
     return DeviceLoader(
-        *cached, batch_size=data.batch_size, mean=data.mean, std=data.std, shuffle=split == "train",
-        seed=data.seed, rank=rank, world_size=world_size, flip=flip,
-        crop_padding=data.crop_padding if augment else 0, padding_mode=data.padding_mode,
+        *cached,
+        batch_size=data.batch_size,
+        mean=data.mean,
+        std=data.std,
+        shuffle=split == "train",
+        seed=data.seed,
+        rank=rank,
+        world_size=world_size,
+        flip=flip,
+        crop_padding=data.crop_padding if augment else 0,
+        padding_mode=data.padding_mode,
     )

@@ -78,8 +78,12 @@ class CPUSpeedups(Callback):
             return
         if self.keep_freed_memory:
             self._malloc_set = set_malloc_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD)
-        if (self.cheap_cuda_check and os.environ.get(NVML_CHECK) == "1"
-                and torch.backends.cuda.is_built() and torch.cuda.device_count() == 0):
+        if (
+            self.cheap_cuda_check
+            and os.environ.get(NVML_CHECK) == "1"
+            and torch.backends.cuda.is_built()
+            and torch.cuda.device_count() == 0
+        ):
             self._nvml_check = os.environ[NVML_CHECK]
             os.environ[NVML_CHECK] = "0"
 

@@ -38,8 +38,10 @@ class ScaledBias(nn.Module):
 
 def batch_norm(channels: int, momentum: float, bias_lr_scale: float) -> nn.Sequential:
     """BatchNorm without a learned scale (eps as in the speed runs), then a fast-learning shift."""
-    return nn.Sequential(nn.BatchNorm2d(channels, eps=1e-12, momentum=momentum, affine=False),
-                         ScaledBias(channels, bias_lr_scale))
+    return nn.Sequential(
+        nn.BatchNorm2d(channels, eps=1e-12, momentum=momentum, affine=False),
+        ScaledBias(channels, bias_lr_scale),
+    )
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -50,14 +52,18 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def conv_block(in_channels: int, out_channels: int, bn_momentum: float,
-               bias_lr_scale: float) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, bn_momentum: float, bias_lr_scale: float
+) -> nn.Sequential:
     """(B, C_in, H, W) -> (B, C_out, H // 2, W // 2)."""
     return nn.Sequential(
-        conv3x3(in_channels, out_channels), nn.MaxPool2d(2),
-        batch_norm(out_channels, bn_momentum, bias_lr_scale), nn.GELU(),
+        conv3x3(in_channels, out_channels),
+        nn.MaxPool2d(2),
+        batch_norm(out_channels, bn_momentum, bias_lr_scale),
+        nn.GELU(),
         conv3x3(out_channels, out_channels),
-        batch_norm(out_channels, bn_momentum, bias_lr_scale), nn.GELU(),
+        batch_norm(out_channels, bn_momentum, bias_lr_scale),
+        nn.GELU(),
     )
 
 
@@ -159,9 +165,7 @@ class SpeedrunNet(nn.Module):
     ) -> None:
         super().__init__()
         if whiten_width % 2:
-            raise ValueError(
-                f"whiten_width must be even (filters and their negatives), got {whiten_width}"
-            )
+            raise ValueError(f"whiten_width must be even (filters and their negatives), got {whiten_width}")
         self.logit_scale = logit_scale
         self.channels_last = channels_last
         self.compile_on_init = compile

@@ -71,9 +71,11 @@ def data_args(mnist_dir: Path, cifar_dir: Path, image_folder_dir: Path):
         cls = getattr(datamodules, data_class(config), None)
         if cls is None:
             return []
-        for base, folder in ((datamodules.MNISTDataModule, mnist_dir),
-                             (datamodules.CIFAR10DataModule, cifar_dir),
-                             (datamodules.ImageFolderDataModule, image_folder_dir)):
+        for base, folder in (
+            (datamodules.MNISTDataModule, mnist_dir),
+            (datamodules.CIFAR10DataModule, cifar_dir),
+            (datamodules.ImageFolderDataModule, image_folder_dir),
+        ):
             if issubclass(cls, base):
                 return ["--data.data_dir", str(folder)]
         return []

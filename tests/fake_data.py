@@ -57,8 +57,12 @@ def write_cifar10(root: Path, n_per_batch: int = 20, seed: int = 0) -> Path:
 
 
 def write_image_folder(
-    root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), n_train: int = 8, n_test: int = 4,
-    size: tuple[int, int] = (20, 16), seed: int = 0,
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "frog"),
+    n_train: int = 8,
+    n_test: int = 4,
+    size: tuple[int, int] = (20, 16),
+    seed: int = 0,
 ) -> Path:
     """``root/{train,test}/<class>/NNNN.{jpg,png}`` (alternating formats, RGB, HxW = ``size``)."""
     rng = np.random.default_rng(seed)

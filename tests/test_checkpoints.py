@@ -16,10 +16,22 @@ from lightning_modules.weights import load_network
 from tests.conftest import EXPERIMENT_CONFIGS, ROOT
 
 # One short epoch: enough to write the best and the last checkpoint.
-SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
-         "--trainer.limit_predict_batches", "1", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
+SHORT = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.limit_predict_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def no_workers(config: Path) -> list[str]:

@@ -40,8 +40,10 @@ def test_print_config(config: Path, capsys: pytest.CaptureFixture) -> None:
         run_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].split(".")[-1] == yaml.safe_load(config.read_text())[
-        "model"]["class_path"].split(".")[-1]
+    assert (
+        printed["model"]["class_path"].split(".")[-1]
+        == yaml.safe_load(config.read_text())["model"]["class_path"].split(".")[-1]
+    )
     assert "num_classes" not in printed["model"]["init_args"]  # linked from the data, not written
 
 
@@ -54,12 +56,26 @@ def test_fast_dev_run(config: Path, data_args, tmp_path: Path) -> None:
 
 
 def fit_mnist(mnist_dir: Path, *extra: str):
-    return run_cli([
-        "fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(mnist_dir),
-        "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
-        "--data.batch_size", "16", *extra,
-    ])
+    return run_cli(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "mnist_cnn.yaml"),
+            "--data.data_dir",
+            str(mnist_dir),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.batch_size",
+            "16",
+            *extra,
+        ]
+    )
 
 
 def test_fit_writes_config_checkpoints_and_metrics(mnist_dir: Path, tmp_path: Path) -> None:
@@ -98,8 +114,18 @@ def test_test_after_fit_can_be_turned_off(mnist_dir: Path, tmp_path: Path) -> No
 def test_missing_data_fails_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:
     import datamodules
 
-    monkeypatch.setattr(datamodules.MNISTDataModule, "fetch", lambda self: (_ for _ in ()).throw(
-        OSError("no network")))
+    monkeypatch.setattr(
+        datamodules.MNISTDataModule, "fetch", lambda self: (_ for _ in ()).throw(OSError("no network"))
+    )
     with pytest.raises(datamodules.DataNotFoundError, match="--data.data_dir"):
-        run_cli(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"),
-                 "--data.data_dir", str(tmp_path / "empty"), "--trainer.fast_dev_run", "true"])
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "mnist_cnn.yaml"),
+                "--data.data_dir",
+                str(tmp_path / "empty"),
+                "--trainer.fast_dev_run",
+                "true",
+            ]
+        )

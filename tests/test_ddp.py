@@ -30,27 +30,36 @@ EXPERIMENT = {
         "log_every_n_steps": 1,
         "enable_progress_bar": False,
         "enable_model_summary": False,
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                   "init_args": {"save_dir": "logs", "name": "clusters"}},
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": "logs", "name": "clusters"},
+        },
     },
-    "model": {"class_path": "Classifier", "init_args": {
-        "net": {"class_path": "LinearNet"},
-        "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}},
-    }},
-    "data": {"class_path": "GaussianClustersDataModule", "init_args": {
-        "num_samples": 1000, "val_fraction": VAL_SAMPLES / 1000, "separation": 2.0,
-        "global_batch_size": 800,
-    }},
+    "model": {
+        "class_path": "Classifier",
+        "init_args": {
+            "net": {"class_path": "LinearNet"},
+            "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}},
+        },
+    },
+    "data": {
+        "class_path": "GaussianClustersDataModule",
+        "init_args": {
+            "num_samples": 1000,
+            "val_fraction": VAL_SAMPLES / 1000,
+            "separation": 2.0,
+            "global_batch_size": 800,
+        },
+    },
 }
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
-def test_trainer_preset_stacks_on_an_experiment(
-    preset: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_trainer_preset_stacks_on_an_experiment(preset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--config", str(preset),
-                  "--print_config"])
+        cli_main(
+            ["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--config", str(preset), "--print_config"]
+        )
     assert exit_info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)["trainer"]
     for key, value in yaml.safe_load(preset.read_text())["trainer"].items():
@@ -75,9 +84,7 @@ def local_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(cluster)}
 
 
-def test_two_process_ddp_matches_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_process_ddp_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "clusters.yaml"
     config.write_text(yaml.safe_dump(EXPERIMENT))
 
@@ -88,10 +95,16 @@ def test_two_process_ddp_matches_one_process(
 
     ddp = tmp_path / "ddp"
     ddp.mkdir()
-    command = [sys.executable, str(ROOT / "cli.py"), "fit", "--config", str(config),
-               "--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml")]
-    done = subprocess.run(command, cwd=ddp, env=local_env(), capture_output=True, text=True,
-                          timeout=300)
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+    ]
+    done = subprocess.run(command, cwd=ddp, env=local_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
 

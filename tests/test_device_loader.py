@@ -35,8 +35,7 @@ def datamodule(kind: str, folders: dict[str, Path], tmp_path: Path, **options):
         return MNISTDataModule(data_dir=str(folders["mnist"]), **common)
     if kind == "cifar":
         return CIFAR10DataModule(data_dir=str(folders["cifar"]), **common)
-    return ImageFolderDataModule(data_dir=str(folders["folder"]), cache_dir=str(tmp_path / "cache"),
-                                 **common)
+    return ImageFolderDataModule(data_dir=str(folders["folder"]), cache_dir=str(tmp_path / "cache"), **common)
 
 
 @pytest.fixture
@@ -44,9 +43,16 @@ def folders(mnist_dir: Path, cifar_dir: Path, image_folder_dir: Path) -> dict[st
     return {"mnist": mnist_dir, "cifar": cifar_dir, "folder": image_folder_dir}
 
 
-@pytest.mark.parametrize(("kind", "resize"), [
-    ("mnist", None), ("cifar", None), ("folder", None), ("cifar", 20), ("folder", 12),
-])
+@pytest.mark.parametrize(
+    ("kind", "resize"),
+    [
+        ("mnist", None),
+        ("cifar", None),
+        ("folder", None),
+        ("cifar", 20),
+        ("folder", 12),
+    ],
+)
 def test_same_samples_as_dataloader(kind: str, resize: int | None, folders, tmp_path: Path) -> None:
     """Before augmentation both paths yield the same normalized images and labels: in the same
     order for validation and test, as the same set (in another order) for training."""
@@ -83,8 +89,17 @@ def test_shards_are_disjoint_and_cover_the_data(shuffle: bool) -> None:
     images = torch.zeros(n, 1, 2, 2, dtype=torch.uint8)
     shards = []
     for rank in range(world):
-        loader = DeviceLoader(images, labels, batch_size=8, mean=[0.0], std=[1.0], shuffle=shuffle,
-                              seed=5, rank=rank, world_size=world)
+        loader = DeviceLoader(
+            images,
+            labels,
+            batch_size=8,
+            mean=[0.0],
+            std=[1.0],
+            shuffle=shuffle,
+            seed=5,
+            rank=rank,
+            world_size=world,
+        )
         loader.sampler.set_epoch(3)
         shards.append(batches(loader)[1].tolist())
     seen = [i for shard in shards for i in shard]
@@ -121,8 +136,9 @@ def test_random_crop_cuts_the_padded_image() -> None:
 def test_alternate_flip_mirrors_each_image_every_other_epoch() -> None:
     n = 40
     images = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8)
-    loader = DeviceLoader(images, torch.arange(n), batch_size=7, mean=[0.0], std=[1.0],
-                          shuffle=True, flip="alternate", seed=0)
+    loader = DeviceLoader(
+        images, torch.arange(n), batch_size=7, mean=[0.0], std=[1.0], shuffle=True, flip="alternate", seed=0
+    )
     seen = []
     for epoch in range(3):
         loader.sampler.set_epoch(epoch)
@@ -141,9 +157,17 @@ def test_augmented_epochs_repeat_from_the_seed() -> None:
     images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8)
 
     def epoch(seed: int, number: int) -> torch.Tensor:
-        loader = DeviceLoader(images, torch.arange(30), batch_size=8, mean=[0.5] * 3,
-                              std=[0.25] * 3, shuffle=True, seed=seed, crop_padding=2,
-                              flip="random")
+        loader = DeviceLoader(
+            images,
+            torch.arange(30),
+            batch_size=8,
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+            shuffle=True,
+            seed=seed,
+            crop_padding=2,
+            flip="random",
+        )
         loader.sampler.set_epoch(number)
         return batches(loader)[0]
 
@@ -152,8 +176,9 @@ def test_augmented_epochs_repeat_from_the_seed() -> None:
     assert not torch.equal(epoch(0, 1), epoch(1, 1))
 
 
-def test_decoded_images_are_cached(image_folder_dir: Path, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decoded_images_are_cached(
+    image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     first = ImageFolderDataModule(data_dir=str(image_folder_dir), cache_dir=str(cache), resize=8)
     images, targets = first.load_uint8(train=True)
@@ -177,8 +202,7 @@ def test_images_of_different_sizes_need_resize(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="differ in size.*resize"):
         dm.load_uint8(train=True)
-    resized = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"),
-                                    resize=10)
+    resized = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"), resize=10)
     assert resized.load_uint8(train=True)[0].shape[1:] == (3, 10, 10)
 
 
@@ -192,13 +216,24 @@ def test_two_process_ddp_trains_on_shards(mnist_dir: Path, tmp_path: Path) -> No
     54 per rank, so 4 steps of 16 (one process alone takes 7)."""
     cluster = ("SLURM_", "MASTER_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "TORCHELASTIC")
     env = {k: v for k, v in os.environ.items() if not k.startswith(cluster)}
-    command = [sys.executable, str(ROOT / "cli.py"), "fit",
-               "--config", str(CONFIGS / "mnist_fast.yaml"),
-               "--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
-               "--data.init_args.data_dir", str(mnist_dir), "--data.init_args.batch_size", "16",
-               "--data.init_args.val_fraction", "0.1", "--trainer.enable_model_summary", "false"]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    command = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "fit",
+        "--config",
+        str(CONFIGS / "mnist_fast.yaml"),
+        "--config",
+        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+        "--data.init_args.data_dir",
+        str(mnist_dir),
+        "--data.init_args.batch_size",
+        "16",
+        "--data.init_args.val_fraction",
+        "0.1",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(next((tmp_path / "logs").rglob("metrics.json")).read_text())
     assert result["global_step"] == 4

@@ -87,6 +87,7 @@ class MaskProbe(Callback):
         def record(module: EpochDropout, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
             if module.training:
                 self.kept.append((self.epoch, (output[0] != 0).cpu()))
+
         self.layer(pl_module).register_forward_hook(record)
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -98,15 +99,33 @@ class MaskProbe(Callback):
 
 
 def fit(mnist_dir: Path, probe: MaskProbe, max_epochs: int, ckpt_path: str | None = None):
-    cli = cli_main([
-        "--config", str(CONFIGS / "mnist_softmax.yaml"), "--data.data_dir", str(mnist_dir),
-        "--data.batch_size", "32", "--trainer.max_epochs", str(max_epochs),
-        "--trainer.num_sanity_val_steps", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--export.filename", "null",
-        "--model.init_args.net.init_args.epoch_dropout", str(P),
-        "--model.init_args.net.init_args.seed", str(SEED),
-        "--model.init_args.scheduler", "null",  # a one-cycle schedule cannot be extended on resume
-    ], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(CONFIGS / "mnist_softmax.yaml"),
+            "--data.data_dir",
+            str(mnist_dir),
+            "--data.batch_size",
+            "32",
+            "--trainer.max_epochs",
+            str(max_epochs),
+            "--trainer.num_sanity_val_steps",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--export.filename",
+            "null",
+            "--model.init_args.net.init_args.epoch_dropout",
+            str(P),
+            "--model.init_args.net.init_args.seed",
+            str(SEED),
+            "--model.init_args.scheduler",
+            "null",  # a one-cycle schedule cannot be extended on resume
+        ],
+        run=False,
+    )
     assert any(isinstance(c, EpochDropoutReset) for c in cli.trainer.callbacks)  # every run has it
     cli.trainer.callbacks.append(probe)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)

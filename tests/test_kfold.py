@@ -28,9 +28,7 @@ def kfold_script() -> ModuleType:
 
 
 @pytest.mark.parametrize("k", [2, 5])
-def test_folds_are_disjoint_cover_the_training_set_and_keep_class_shares(
-    k: int, mnist_dir: Path
-) -> None:
+def test_folds_are_disjoint_cover_the_training_set_and_keep_class_shares(k: int, mnist_dir: Path) -> None:
     data = MNISTDataModule(data_dir=str(mnist_dir), num_folds=k, fold=0)
     targets = data.source_targets(train=True)
     n = len(targets)
@@ -50,13 +48,16 @@ def test_folds_depend_on_the_seed_only() -> None:
     def val_of(seed: int) -> list[int]:
         data = GaussianClustersDataModule(num_folds=3, fold=1, seed=seed)
         return data.split_indices()[1].tolist()
+
     assert val_of(1) == val_of(1) and val_of(1) != val_of(2)
 
 
 def test_summary_is_mean_and_sample_std_of_the_folds() -> None:
-    folds = [{"val/acc": 0.90, "val/loss": 0.30, "test/acc": 0.5},
-             {"val/acc": 0.80, "val/loss": 0.50, "test/acc": 0.6},
-             {"val/acc": 0.85, "val/loss": 0.45, "test/acc": 0.7}]
+    folds = [
+        {"val/acc": 0.90, "val/loss": 0.30, "test/acc": 0.5},
+        {"val/acc": 0.80, "val/loss": 0.50, "test/acc": 0.6},
+        {"val/acc": 0.85, "val/loss": 0.45, "test/acc": 0.7},
+    ]
     summary = kfold_script().summarize(folds)
     assert set(summary) == {"val/acc", "val/loss"}  # validation metrics only
     assert summary["val/acc"]["mean"] == pytest.approx(0.85)
@@ -65,10 +66,22 @@ def test_summary_is_mean_and_sample_std_of_the_folds() -> None:
 
 
 def test_kfold_command_trains_every_fold_and_reports_them(tmp_path: Path, mnist_dir: Path) -> None:
-    command = [sys.executable, str(KFOLD), "--num_folds", "2", "--group", "cv",
-               "--config", str(CONFIGS / "mnist_softmax.yaml"),
-               "--data.data_dir", str(mnist_dir), "--trainer.max_epochs", "1",
-               "--trainer.enable_progress_bar", "false"]
+    command = [
+        sys.executable,
+        str(KFOLD),
+        "--num_folds",
+        "2",
+        "--group",
+        "cv",
+        "--config",
+        str(CONFIGS / "mnist_softmax.yaml"),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

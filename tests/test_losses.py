@@ -38,8 +38,9 @@ FORMULAS = {
     "huber": lambda p, y: huber(p - y),
     "log_mse": lambda p, y: ((torch.log(1 + p) - torch.log(1 + y)) ** 2).mean(),
     "log_cosh": lambda p, y: torch.log(torch.cosh(p - y)).mean(),
-    "bce_with_logits": lambda z, y: -(y * torch.log(torch.sigmoid(z))
-                                      + (1 - y) * torch.log(1 - torch.sigmoid(z))).mean(),
+    "bce_with_logits": lambda z, y: (
+        -(y * torch.log(torch.sigmoid(z)) + (1 - y) * torch.log(1 - torch.sigmoid(z))).mean()
+    ),
     "cross_entropy": lambda z, y: -torch.log(torch.softmax(z, 1)[torch.arange(len(y)), y]).mean(),
 }
 
@@ -100,8 +101,7 @@ def test_cross_entropy_label_smoothing_and_class_weights() -> None:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_task_defaults(task: str) -> None:
-    expected = {"regression": nn.MSELoss, "binary": nn.BCEWithLogitsLoss,
-                "multiclass": nn.CrossEntropyLoss}
+    expected = {"regression": nn.MSELoss, "binary": nn.BCEWithLogitsLoss, "multiclass": nn.CrossEntropyLoss}
     assert DEFAULT_LOSS[task] in LOSSES
     assert isinstance(build_loss(None, task), expected[task])
 

@@ -29,8 +29,19 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("config", EXPERIMENT_CONFIGS, ids=lambda p: p.stem)
 def test_fit_then_predict(config: Path, data_args) -> None:
-    cli = cli_main(["fit", "--config", str(config), *data_args(config), *QUIET,
-                    "--trainer.fast_dev_run", "true", "--test_after_fit", "false"])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            *data_args(config),
+            *QUIET,
+            "--trainer.fast_dev_run",
+            "true",
+            "--test_after_fit",
+            "false",
+        ]
+    )
     model = cli.model
     # the model summary knows every model's input and output sizes (example_input_array)
     summary = ModelSummary(model, max_depth=1)
@@ -60,30 +71,60 @@ def test_fit_then_predict(config: Path, data_args) -> None:
 def test_predictions_as_json(tmp_path: Path) -> None:
     config = CONFIGS / "logistic_regression.yaml"
     output = tmp_path / "out" / "predictions.json"
-    cli = cli_main(["predict", "--config", str(config), *QUIET, "--predictions.format", "json",
-                    "--predictions.output", str(output)])
+    cli = cli_main(
+        [
+            "predict",
+            "--config",
+            str(config),
+            *QUIET,
+            "--predictions.format",
+            "json",
+            "--predictions.output",
+            str(output),
+        ]
+    )
     rows = json.loads(output.read_text())
     assert len(rows) == cli.datamodule.num_test
     assert set(rows[0]) == {"index", "pred", "prob", "topk_classes", "topk_probs", "target"}
     assert len(rows[0]["topk_probs"]) == 2 and sum(rows[0]["topk_probs"]) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(("config", "flags", "message"), [
-    ("mnist_cnn", ["--model.loss", "huber"],
-     "HuberLoss is for regression targets, but the data is a multiclass task. "
-     "Losses that fit a multiclass task: cross_entropy"),
-    ("mnist_cnn", ["--model.loss", "label_smoothing_ce"],
-     "Unknown loss 'label_smoothing_ce'. Valid names: mse, mae, huber, log_mse, log_cosh, "
-     "bce_with_logits, cross_entropy"),
-    ("polynomial_regression", ["--model.loss", "cross_entropy"],
-     "is for multiclass targets, but the data is a regression task"),
-    ("logistic_regression", ["--model.loss", "torch.nn.MSELoss"], "the data is a binary task"),
-    ("polynomial_regression", ["--model.loss", "log_mse"], "needs targets >= 0"),
-    ("mnist_cnn", ["--model.loss", "torch.nn.SmoothL1Loss"], "is for regression targets"),
-], ids=["huber-on-multiclass", "typo", "ce-on-regression", "mse-on-binary", "log-mse-negative",
-        "smooth-l1-on-multiclass"])
-def test_misconfigurations_fail_before_training(config: str, flags: list[str], message: str,
-                                                data_args, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "flags", "message"),
+    [
+        (
+            "mnist_cnn",
+            ["--model.loss", "huber"],
+            "HuberLoss is for regression targets, but the data is a multiclass task. "
+            "Losses that fit a multiclass task: cross_entropy",
+        ),
+        (
+            "mnist_cnn",
+            ["--model.loss", "label_smoothing_ce"],
+            "Unknown loss 'label_smoothing_ce'. Valid names: mse, mae, huber, log_mse, log_cosh, "
+            "bce_with_logits, cross_entropy",
+        ),
+        (
+            "polynomial_regression",
+            ["--model.loss", "cross_entropy"],
+            "is for multiclass targets, but the data is a regression task",
+        ),
+        ("logistic_regression", ["--model.loss", "torch.nn.MSELoss"], "the data is a binary task"),
+        ("polynomial_regression", ["--model.loss", "log_mse"], "needs targets >= 0"),
+        ("mnist_cnn", ["--model.loss", "torch.nn.SmoothL1Loss"], "is for regression targets"),
+    ],
+    ids=[
+        "huber-on-multiclass",
+        "typo",
+        "ce-on-regression",
+        "mse-on-binary",
+        "log-mse-negative",
+        "smooth-l1-on-multiclass",
+    ],
+)
+def test_misconfigurations_fail_before_training(
+    config: str, flags: list[str], message: str, data_args, tmp_path: Path
+) -> None:
     path = CONFIGS / f"{config}.yaml"
     with pytest.raises(ValueError, match=re.escape(message)):
         cli_main(["fit", "--config", str(path), *data_args(path), *QUIET, *flags])
@@ -91,9 +132,21 @@ def test_misconfigurations_fail_before_training(config: str, flags: list[str], m
 
 
 def short_polynomial_fit(config: str, *flags: str):
-    return cli_main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), *QUIET,
-                     "--trainer.max_epochs", "3", "--data.init_args.num_samples", "160",
-                     "--test_after_fit", "false", *flags])
+    return cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / f"{config}.yaml"),
+            *QUIET,
+            "--trainer.max_epochs",
+            "3",
+            "--data.init_args.num_samples",
+            "160",
+            "--test_after_fit",
+            "false",
+            *flags,
+        ]
+    )
 
 
 def test_hand_written_update_matches_sgd() -> None:
@@ -104,8 +157,10 @@ def test_hand_written_update_matches_sgd() -> None:
     assert by_hand.trainer.global_step == by_optimizer.trainer.global_step == 3 * 4  # 128 / 32
     start = cli_main(["--config", str(CONFIGS / "polynomial_regression.yaml")], run=False).model
     for (name, hand), (_, sgd), (_, initial) in zip(
-        by_hand.model.named_parameters(), by_optimizer.model.named_parameters(),
-        start.named_parameters(), strict=True,
+        by_hand.model.named_parameters(),
+        by_optimizer.model.named_parameters(),
+        start.named_parameters(),
+        strict=True,
     ):
         torch.testing.assert_close(hand, sgd, rtol=1e-6, atol=1e-7, msg=name)
         assert not torch.allclose(hand, initial), f"{name} never moved: the comparison is empty"
@@ -164,13 +219,27 @@ def test_predict_options_apply_to_a_checkpoint(tmp_path: Path) -> None:
     # Lightning rebuilds the model from a checkpoint's hyperparameters; how predictions are
     # written (top-k, format) belongs to the writer, so it still follows the command line.
     config = CONFIGS / "logistic_regression.yaml"
-    fit = cli_main(["fit", "--config", str(config), *QUIET, "--trainer.max_epochs", "1",
-                    "--test_after_fit", "false"])
+    fit = cli_main(
+        ["fit", "--config", str(config), *QUIET, "--trainer.max_epochs", "1", "--test_after_fit", "false"]
+    )
     ckpt = fit.trainer.checkpoint_callback.best_model_path
     output = tmp_path / "top1.json"
-    cli_main(["predict", "--config", str(config), *QUIET, "--ckpt_path", ckpt,
-              "--predictions.topk", "1", "--predictions.format", "json",
-              "--predictions.output", str(output)])
+    cli_main(
+        [
+            "predict",
+            "--config",
+            str(config),
+            *QUIET,
+            "--ckpt_path",
+            ckpt,
+            "--predictions.topk",
+            "1",
+            "--predictions.format",
+            "json",
+            "--predictions.output",
+            str(output),
+        ]
+    )
     rows = json.loads(output.read_text())
     assert all(len(row["topk_classes"]) == len(row["topk_probs"]) == 1 for row in rows)
     assert all(row["topk_classes"][0] == row["pred"] for row in rows)

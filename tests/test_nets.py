@@ -14,8 +14,9 @@ import lightning_modules.nets as nets
 from datamodules.sequences import MNISTRowsDataModule, pad_batch
 from lightning_modules.nets import CNN, EpochDropout, LinearNet, RecurrentNet, SpatialPyramidPool
 
-NETWORKS = sorted(name for name in nets.__all__
-                  if "num_outputs" in inspect.signature(getattr(nets, name)).parameters)
+NETWORKS = sorted(
+    name for name in nets.__all__ if "num_outputs" in inspect.signature(getattr(nets, name)).parameters
+)
 CASES = [(name, shape) for name in NETWORKS for shape in getattr(nets, name).input_shapes]
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
@@ -55,8 +56,16 @@ def test_classic_cnn_shapes(shape: tuple[int, int, int]) -> None:
     net = CNN(10)
     net(torch.zeros(2, *shape))  # materializes the lazy layers
     shapes = [tuple(p.shape) for p in net.parameters()]
-    assert shapes == [(32, shape[0], 3, 3), (32,), (64, 32, 3, 3), (64,), (512, 64 * 8 * 8), (512,),
-                      (10, 512), (10,)]
+    assert shapes == [
+        (32, shape[0], 3, 3),
+        (32,),
+        (64, 32, 3, 3),
+        (64,),
+        (512, 64 * 8 * 8),
+        (512,),
+        (10, 512),
+        (10,),
+    ]
     assert net.features(torch.zeros(2, *shape)).shape == (2, 64, *shape[1:])
 
 
@@ -129,8 +138,9 @@ LENGTHS = torch.tensor([7, 3, 5, 1])  # a padded batch of 4 sequences, longest 7
 @pytest.mark.parametrize("pool", ["last", "mean"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_padding_values_do_not_change_the_output(cell: str, pool: str, bidirectional: bool) -> None:
-    net = RecurrentNet(5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2,
-                       hidden_size=12, embed_size=8).eval()
+    net = RecurrentNet(
+        5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2, hidden_size=12, embed_size=8
+    ).eval()
     x = torch.randn(4, int(LENGTHS.max()), 6)
     garbage = x.clone()
     for i, length in enumerate(LENGTHS.tolist()):

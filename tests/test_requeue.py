@@ -55,9 +55,16 @@ def slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
     scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for key, value in {"SLURM_JOB_ID": JOB_ID, "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "1",
-                       "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                       "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}.items():
+    for key, value in {
+        "SLURM_JOB_ID": JOB_ID,
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }.items():
         monkeypatch.setenv(key, value)
     return record
 
@@ -66,14 +73,43 @@ def test_requeue_saves_then_resumes_at_the_same_step(
     tmp_path: Path, mnist_dir: Path, slurm_job: Path
 ) -> None:
     extra = tmp_path / "preempt.yaml"
-    extra.write_text(yaml.safe_dump({"trainer": {"callbacks+": [
-        {"class_path": "tests.test_requeue.Preempt", "init_args": {"at_step": PREEMPT_AT}}]}}))
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks+": [
+                        {"class_path": "tests.test_requeue.Preempt", "init_args": {"at_step": PREEMPT_AT}}
+                    ]
+                }
+            }
+        )
+    )
     # the sbatch command line: the SLURM trainer preset, here on the CPU, plus W&B (offline)
-    args = ["fit", "--config", str(EXPERIMENT), "--config", str(CONFIGS / "trainer" / "slurm.yaml"),
-            "--config", str(CONFIGS / "logger" / "wandb.yaml"), "--config", str(extra),
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
-            "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-            "--data.data_dir", str(mnist_dir), "--data.batch_size", "16"]
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENT),
+        "--config",
+        str(CONFIGS / "trainer" / "slurm.yaml"),
+        "--config",
+        str(CONFIGS / "logger" / "wandb.yaml"),
+        "--config",
+        str(extra),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.batch_size",
+        "16",
+    ]
 
     with pytest.raises(Preempted):
         cli_main(args)
@@ -98,9 +134,21 @@ def test_requeue_saves_then_resumes_at_the_same_step(
 
 
 def test_finished_named_run_is_not_silently_reused(tmp_path: Path, mnist_dir: Path) -> None:
-    args = ["fit", "--config", str(EXPERIMENT), "--run_id", "baseline", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
-            "--data.data_dir", str(mnist_dir)]
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENT),
+        "--run_id",
+        "baseline",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(mnist_dir),
+    ]
     cli_main(args)
     assert (Path("logs/mnist_softmax/baseline") / "metrics.json").is_file()
     with pytest.raises(FileExistsError, match="holds a finished run"):

@@ -38,8 +38,9 @@ def page_faults(keep_freed_memory: bool) -> int:
         print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}  # no MALLOC_* or LD_PRELOAD
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+    )
     return int(out.stdout.split()[-1])
 
 
@@ -76,14 +77,20 @@ def test_default_path_imports_nothing_from_the_speed_layer(tmp_path, mnist_dir) 
         import os, sys
         before = dict(os.environ)
         from cli import cli_main
-        cli_main(["fit", "--config", {str(CONFIGS / 'mnist_cnn.yaml')!r}, "--trainer.fast_dev_run",
+        cli_main(["fit", "--config", {str(CONFIGS / "mnist_cnn.yaml")!r}, "--trainer.fast_dev_run",
                   "true", "--data.data_dir", {str(mnist_dir)!r}])
         print(sorted(m for m in sys.modules if m == "speed" or m.startswith("speed.")))
         changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
         print(changed)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     modules, changed = out.stdout.strip().splitlines()[-2:]
     assert modules == "[]"
@@ -91,9 +98,19 @@ def test_default_path_imports_nothing_from_the_speed_layer(tmp_path, mnist_dir) 
 
 
 def test_channels_last_stores_conv_weights_nhwc_before_the_optimizer(mnist_dir) -> None:
-    cli = cli_main(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--config",
-                    str(CONFIGS / "speed" / "cpu.yaml"), "--data.data_dir", str(mnist_dir),
-                    "--trainer.fast_dev_run", "true"])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "mnist_cnn.yaml"),
+            "--config",
+            str(CONFIGS / "speed" / "cpu.yaml"),
+            "--data.data_dir",
+            str(mnist_dir),
+            "--trainer.fast_dev_run",
+            "true",
+        ]
+    )
     convs = [m for m in cli.model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     optimizer_params = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}

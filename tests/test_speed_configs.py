@@ -22,8 +22,17 @@ QUIET = ["--trainer.enable_model_summary", "false", "--test_after_fit", "false"]
 def test_seeded_runs_repeat_exactly(config: Path, data_args) -> None:
     """Two runs with one seed end with the same weights, bit for bit (device-resident data,
     augmentation, whitening from a data batch, bf16 autocast on the CPU)."""
-    args = ["fit", "--config", str(config), *data_args(config), *QUIET,
-            "--trainer.max_epochs", "2", "--data.init_args.batch_size", "32"]
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        *data_args(config),
+        *QUIET,
+        "--trainer.max_epochs",
+        "2",
+        "--data.init_args.batch_size",
+        "32",
+    ]
     runs = [cli_main(args).model for _ in range(2)]
     first, second = (run.state_dict() for run in runs)
     assert first.keys() == second.keys()
@@ -39,16 +48,27 @@ def logged_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize(("every", "train_metrics"), [(1, "true"), (2, "true"), (1, "false")])
-def test_step_loss_logged_where_the_logger_reads_it(every: int, train_metrics: str,
-                                                    mnist_dir: Path) -> None:
+def test_step_loss_logged_where_the_logger_reads_it(every: int, train_metrics: str, mnist_dir: Path) -> None:
     """``train/loss_step`` lands on the steps of ``log_every_n_steps``, and ``train/loss_epoch``
     is the batch-size-weighted mean of every step's loss (fake MNIST: 118 training samples, so
     batches of 32, 32, 32 and 22). Training accuracy is there unless ``log_train_metrics`` is
     false (mnist_fast's own setting); validation accuracy always is."""
-    cli = cli_main(["fit", "--config", str(CONFIGS / "mnist_fast.yaml"), *QUIET,
-                    "--data.init_args.data_dir", str(mnist_dir),
-                    "--data.init_args.batch_size", "32", "--trainer.log_every_n_steps", str(every),
-                    "--model.init_args.log_train_metrics", train_metrics])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "mnist_fast.yaml"),
+            *QUIET,
+            "--data.init_args.data_dir",
+            str(mnist_dir),
+            "--data.init_args.batch_size",
+            "32",
+            "--trainer.log_every_n_steps",
+            str(every),
+            "--model.init_args.log_train_metrics",
+            train_metrics,
+        ]
+    )
     rows = logged_rows(Path(cli.trainer.log_dir))
     names = {"train/loss_step", "train/loss_epoch", "val/loss", "val/acc"}
     assert names <= set(rows[0])

@@ -35,10 +35,23 @@ def preset_with(tmp_path: Path, **extras: Any) -> Path:
 
 
 def test_offline_run_holds_config_history_and_media(tmp_path: Path, mnist_dir: Path) -> None:
-    cli_main(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"),
-              "--config", str(preset_with(tmp_path, watch="gradients", watch_log_freq=1)),
-              "--data.data_dir", str(mnist_dir), "--trainer.max_epochs", "2",
-              "--trainer.enable_progress_bar", "false", "--run_group", "mnist_cnn/cv"])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "mnist_cnn.yaml"),
+            "--config",
+            str(preset_with(tmp_path, watch="gradients", watch_log_freq=1)),
+            "--data.data_dir",
+            str(mnist_dir),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run_group",
+            "mnist_cnn/cv",
+        ]
+    )
     run_dir = Path("logs/mnist_cnn/version_0")
     [run] = offline_runs(Path("logs/wandb"))
     assert run.of_type("exit"), "the run file is complete once the CLI returns"
@@ -70,16 +83,18 @@ def test_offline_run_holds_config_history_and_media(tmp_path: Path, mnist_dir: P
     assert any(n.startswith("train/batch_") for n in names), names
     assert sum(n.startswith("val/confusion_matrix_") for n in names) == 3, names
     local = sorted(p.name for p in (run_dir / "media").iterdir())
-    assert local == ["confusion_matrix.png", "confusion_matrix_epoch000.png",
-                     "confusion_matrix_epoch001.png", "train_batch.png"]
+    assert local == [
+        "confusion_matrix.png",
+        "confusion_matrix_epoch000.png",
+        "confusion_matrix_epoch001.png",
+        "train_batch.png",
+    ]
     width, height = Image.open(run_dir / "media" / "train_batch.png").size
     assert width > 500 and height > 300  # a readable grid of 32 images, not a thumbnail
 
 
 @pytest.mark.parametrize("config", EXPERIMENT_CONFIGS, ids=lambda p: p.stem)
-def test_preset_stacks_on_every_experiment(
-    config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_preset_stacks_on_every_experiment(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(config), "--config", str(WANDB_PRESET), "--print_config"])
     assert exit_info.value.code in (0, None)
@@ -91,9 +106,21 @@ def test_preset_stacks_on_every_experiment(
 
 
 def test_regression_fit_plot_reaches_wandb(tmp_path: Path) -> None:
-    cli_main(["fit", "--config", str(CONFIGS / "polynomial_regression.yaml"),
-              "--config", str(WANDB_PRESET), "--trainer.max_epochs", "2",
-              "--data.num_samples", "200", "--trainer.enable_progress_bar", "false"])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "polynomial_regression.yaml"),
+            "--config",
+            str(WANDB_PRESET),
+            "--trainer.max_epochs",
+            "2",
+            "--data.num_samples",
+            "200",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     [run] = offline_runs(Path("logs/wandb"))
     names = [p.name for p in run.media()]
     assert any(name.startswith("curve_") for name in names), names  # FitPlot's "fit/curve"
@@ -117,14 +144,25 @@ def test_offline_exactly_when_wandb_has_no_key(tmp_path: Path) -> None:
     env.update(NETRC=str(tmp_path / "netrc"), HOME=str(tmp_path), PYTHONPATH=str(ROOT))
 
     def mode() -> str:
-        done = subprocess.run([sys.executable, "-c", WANDB_MODE_CHOSEN], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", WANDB_MODE_CHOSEN],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()[-1]
 
     assert mode() == "offline"
-    login = subprocess.run(["wandb", "login", "--no-verify", "0123456789" * 4], env=env,
-                           capture_output=True, text=True, timeout=120)
+    login = subprocess.run(
+        ["wandb", "login", "--no-verify", "0123456789" * 4],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert login.returncode == 0, login.stderr[-2000:]
     assert (tmp_path / "netrc").is_file()
     assert mode() == "None"  # online: W&B decides, as it would for the run itself

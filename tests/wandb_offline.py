@@ -29,8 +29,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
         if BLOCK - pos % BLOCK < HEADER:  # a block's tail too short for a chunk is padding
             pos += BLOCK - pos % BLOCK
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
-        payload = data[pos + HEADER:pos + HEADER + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        payload = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind in (FULL, FIRST, MIDDLE, LAST):
             parts.append(payload)
@@ -70,8 +70,7 @@ class OfflineRun:
     @property
     def history(self) -> list[dict[str, Any]]:
         """One dict per ``log`` call (a row of the run's metric history)."""
-        return [{item_key(i): json.loads(i.value_json) for i in row.item}
-                for row in self.of_type("history")]
+        return [{item_key(i): json.loads(i.value_json) for i in row.item} for row in self.of_type("history")]
 
     def media(self) -> list[Path]:
         return sorted((self.folder / "files" / "media").rglob("*.png"))

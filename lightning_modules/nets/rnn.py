@@ -61,11 +61,14 @@ class RecurrentNet(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.embed = nn.LazyLinear(embed_size)
         self.rnn = CELLS[cell](
-            embed_size, hidden_size, num_layers=num_layers, batch_first=True,
-            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+            embed_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.dropout = (EpochDropout(epoch_dropout, seed=seed) if epoch_dropout > 0
-                        else nn.Identity())
+        self.dropout = EpochDropout(epoch_dropout, seed=seed) if epoch_dropout > 0 else nn.Identity()
         self.head = nn.Linear(self.directions * hidden_size, num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
