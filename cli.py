@@ -125,10 +125,11 @@ class TemplateCLI(LightningCLI):
                 metrics.update({k: float(v) for k, v in result.items()})
         folder = run_dir(trainer)
         if trainer.is_global_zero and folder is not None:
-            path = write_json(
-                folder / METRICS_FILE,
-                {"metrics": metrics, "checkpoint": best or None, "epochs": epochs, "global_step": steps},
-            )
+            checkpoint = trainer.checkpoint_callback
+            monitor = {"metric": checkpoint.monitor, "mode": checkpoint.mode} if checkpoint else None
+            result = {"metrics": metrics, "monitor": monitor, "checkpoint": best or None}
+            result.update(epochs=epochs, global_step=steps)
+            path = write_json(folder / METRICS_FILE, result)
             Console().print(
                 f"[bold]metrics[/bold] {path}: "
                 + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
