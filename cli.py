@@ -9,6 +9,7 @@ the run's resolved ``config.yaml``.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import lightning as L
@@ -17,9 +18,19 @@ from rich.console import Console
 
 import datamodules  # noqa: F401  (registers the datamodules for selection by name)
 import lightning_modules  # noqa: F401  (registers the models and networks)
-from callbacks import BestCheckpoint, EpochDropoutReset, PredictionWriter, RunConfig, StateDictExport
+from callbacks import (
+    DivergenceCheck,
+    EpochDropoutReset,
+    GracefulStop,
+    PredictionWriter,
+    RunCheckpoint,
+    RunConfig,
+    StateDictExport,
+)
+from runs.checkpoint_io import AtomicCheckpointIO
 from runs.files import write_json
-from runs.folders import METRICS_FILE, prepare_run, run_dir
+from runs.folders import METRICS_FILE, evaluate_in_run_folder, move_under_root_dir, prepare_run, run_dir
+from runs.lock import release_run_locks
 from runs.loggers import finish_wandb_run, prepare_wandb_loggers
 
 DESCRIPTION = (
@@ -50,8 +61,16 @@ def import_class(class_path: str) -> type:
 
 
 class TemplateCLI(LightningCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # the command is recorded in the run folder: a requeued SLURM job finds its run by it
+        self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        self.save_config_kwargs["command"] = self.command
+        super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(GracefulStop, "signals")  # after the checkpoint: it saves last
+        parser.add_lightning_class_args(DivergenceCheck, "divergence")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(EpochDropoutReset, "epoch_dropout")
         parser.add_lightning_class_args(StateDictExport, "export")
@@ -94,8 +113,17 @@ class TemplateCLI(LightningCLI):
             for c in trainer.callbacks or []
             if dropped.get(getattr(c, "class_path", None), True) is not False
         ]
+        # checkpoints written whole or not at all, whatever other plugins a preset brings
+        plugins = trainer.plugins if isinstance(trainer.plugins, list) else [trainer.plugins]
+        if not any("CheckpointIO" in getattr(p, "class_path", type(p).__name__) for p in plugins if p):
+            trainer.plugins = [p for p in plugins if p] + [AtomicCheckpointIO()]
+        move_under_root_dir(trainer)
         if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
-            config.ckpt_path = prepare_run(trainer, config.ckpt_path, config.run_id, config.run_group)
+            config.ckpt_path = prepare_run(
+                trainer, config.ckpt_path, config.run_id, config.run_group, self.command
+            )
+        elif self.subcommand is not None:
+            evaluate_in_run_folder(trainer, config.ckpt_path, self.subcommand)
         prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
 
     def instantiate_classes(self) -> None:
@@ -151,11 +179,13 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
             parser_kwargs={"description": DESCRIPTION},
             args=args,
             run=run,
-            save_config_callback=RunConfig,  # never over an earlier run's config; config to W&B
+            save_config_callback=RunConfig,  # the run folder's config, lock and clean-up
         )
-    except BaseException:
-        finish_wandb_run(exit_code=1)
+    except BaseException as err:
+        finish_wandb_run(exit_code=err.code if isinstance(err, SystemExit) and err.code else 1)
         raise
+    finally:
+        release_run_locks()
     if run:
         finish_wandb_run()  # a later run in this process (notebook, tests) starts its own W&B run
     return cli

@@ -1,16 +1,22 @@
 """Lightning callbacks: cross-cutting behaviour around the Trainer."""
 
-from callbacks.checkpoint import BestCheckpoint
+from callbacks.checkpoint import RunCheckpoint
+from callbacks.divergence import DivergenceCheck, TrainingDiverged
 from callbacks.epoch_dropout import EpochDropoutReset
 from callbacks.export import StateDictExport
 from callbacks.fit_plot import FitPlot
 from callbacks.media import MediaLogger
 from callbacks.predictions import PredictionWriter
 from callbacks.run_config import RunConfig
+from callbacks.signals import GracefulStop, TrainingInterrupted
 from callbacks.wandb_extras import WandbExtras
 
 __all__ = [
-    "BestCheckpoint",
+    "DivergenceCheck",
+    "GracefulStop",
+    "RunCheckpoint",
+    "TrainingDiverged",
+    "TrainingInterrupted",
     "EpochDropoutReset",
     "FitPlot",
     "MediaLogger",

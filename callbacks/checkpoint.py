@@ -1,27 +1,60 @@
-"""Best-by-validation and last checkpoints."""
+"""The run's checkpoints: the best by validation, and ``last.ckpt``, always the newest state."""
 
 from __future__ import annotations
 
-from typing import Literal
+import random
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+LAST = "last.ckpt"
 
-class BestCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that keeps the best checkpoint by validation and the last one.
 
-    The CLI fills in ``monitor`` and ``mode`` from the model when they are left empty (its
-    ``monitor``: ``val/acc`` to maximize for classifiers, ``val/loss`` to minimize otherwise), so
-    one trainer config serves every model.
+def rng_states() -> dict[str, Any]:
+    """Every random generator a training step may draw from, as plain tensors and numbers (so the
+    checkpoint still loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Keeps the best checkpoint by the model's validation metric and ``last.ckpt``, rewritten at
+    every epoch end and, if asked, every N training steps and every T of training time: whatever
+    the validation metric does, ``last.ckpt`` holds the newest state (what a restarted run resumes
+    from). Checkpoints also hold the random generators' states, restored when training resumes, so
+    a resumed run draws what the uninterrupted run would have drawn (dropout, augmentation).
+
+    The CLI fills in ``monitor`` and ``mode`` from the model when they are left empty (``val/acc``
+    to maximize for classifiers, ``val/loss`` to minimize otherwise).
 
     Args:
         dirpath: where to write (default: ``<run dir>/checkpoints``).
         monitor: logged metric to rank checkpoints by (default: the model's own).
         mode: "min" or "max" (default: the model's own).
         save_top_k: how many best checkpoints to keep.
-        save_last: also write ``last.ckpt`` (what a restarted run resumes from).
         every_n_epochs: validate-and-save period in epochs.
+        every_n_train_steps: also write ``last.ckpt`` every N training steps (0: at epoch ends only).
+        train_time_interval: also write ``last.ckpt`` after this much training time ("h:m:s").
     """
 
     def __init__(
@@ -30,23 +63,56 @@ class BestCheckpoint(ModelCheckpoint):
         monitor: str | None = None,
         mode: Literal["min", "max"] | None = None,
         save_top_k: int = 1,
-        save_last: bool = True,
         every_n_epochs: int | None = None,
+        every_n_train_steps: int = 0,
+        train_time_interval: timedelta | None = None,
     ) -> None:
-        # "val/acc" would make a folder: spell the metric with "_" in the file name
-        metric = (monitor or "").replace("/", "_")
+        metric = (monitor or "").replace("/", "_")  # "val/acc" would make a folder in a file name
         super().__init__(
             dirpath=dirpath,
             monitor=monitor,
             mode=mode or "min",
             save_top_k=save_top_k,
-            save_last=save_last,
             every_n_epochs=every_n_epochs,
             auto_insert_metric_name=False,
             filename=f"epoch={{epoch:02d}}-step={{step}}-{metric}={{{monitor}:.4f}}" if monitor else None,
         )
+        self.last_every_n_steps = every_n_train_steps
+        self.last_interval = train_time_interval.total_seconds() if train_time_interval else None
+        self._last_saved_at = time.monotonic()
+        self._resumed_rng: dict[str, Any] | None = None
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning's end-of-fit save of last.ckpt ignores fast_dev_run; a dry run writes nothing.
-        if not trainer.fast_dev_run:
-            super().on_train_end(trainer, pl_module)
+    def write_last(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` now (every rank must call it: saving is collective)."""
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        path = Path(self.dirpath) / LAST
+        trainer.save_checkpoint(path)
+        self.last_model_path = str(path)
+        self._last_saved_at = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        due = bool(self.last_every_n_steps) and trainer.global_step % self.last_every_n_steps == 0
+        if self.last_interval is not None:  # clocks differ between processes: rank 0 decides
+            elapsed = time.monotonic() - self._last_saved_at >= self.last_interval
+            due = trainer.strategy.broadcast(due or elapsed)
+        if due:
+            self.write_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # the best checkpoint, after validation
+        self.write_last(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_rng = state_dict.pop("rng", None)
+        super().load_state_dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the resumed run has set itself up: the next draw is the uninterrupted run's next draw
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None

@@ -71,6 +71,8 @@ class FitPlot(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         features, true, fitted = self.curves(trainer, pl_module)
+        if not torch.isfinite(fitted).all():
+            return  # a diverged model has no curve to fit (the divergence check stops the run)
         fit, target = coefficients(features, fitted), coefficients(features, true)
         pl_module.log("fit/bias", float(fit[0]))
         for i, w in enumerate(fit[1:].tolist(), start=1):
@@ -89,6 +91,8 @@ class FitPlot(Callback):
         if folder is None or not trainer.is_global_zero:  # None: a dry run keeps no files
             return
         features, true, fitted = self.curves(trainer, pl_module)
+        if not torch.isfinite(fitted).all():
+            return
         fit = coefficients(features, fitted)
         figure = Figure(figsize=(6, 4), layout="constrained")  # no pyplot: no global figure state
         axes = figure.subplots()

@@ -1,16 +1,22 @@
-"""Saves the resolved config with the run, never over an earlier one, and hands it to W&B."""
+"""The run folder's bookkeeping: the resolved config (never over an earlier one, also handed to
+W&B), the folder's lock, and no folder left behind by a run that failed before training."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
-from runs.files import write_text
+from callbacks.signals import TrainingInterrupted
+from runs.files import remove_stale_temporaries, write_text
 from runs.folders import WANDB_ID_FILE, run_dir
+from runs.lock import LOCK_FILE, lock_run, release_run_locks
 
 
 def free_config_name(run_dir: Path, filename: str) -> str:
@@ -31,13 +37,25 @@ class RunConfig(SaveConfigCallback):
     - every W&B logger gets the whole resolved config (the run's config panel then shows every
       option, data and trainer included, not only the model's hyperparameters) and the run
       directory, and the directory records the W&B run id (``wandb_run_id.txt``) so that a
-      restart continues the same W&B run.
+      restart continues the same W&B run;
+    - fit locks the folder (``runs.lock``: one process per run) and clears what writers killed
+      mid-write left there;
+    - a fit that fails before its first step, in a folder it started, removes that folder.
     """
 
     _run_dir: Path | None = None  # set in setup, on every rank
 
+    def __init__(self, *args: Any, command: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command = command or []  # recorded in the lock file: how a requeued job finds its run
+        self._fresh = False
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         folder = run_dir(trainer)
+        if stage == "fit" and folder is not None and trainer.is_global_zero:
+            self._fresh = not (folder / LOCK_FILE).exists()
+            lock_run(folder, self.command)
+            remove_stale_temporaries(folder)
         if not self.already_saved and self.save_to_log_dir and not self.overwrite and folder:
             name = free_config_name(folder, self.config_filename) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
@@ -54,3 +72,19 @@ class RunConfig(SaveConfigCallback):
             run.config.update({**config, "run_dir": str(self._run_dir)}, allow_val_change=True)
             if self._run_dir is not None:
                 write_text(self._run_dir / WANDB_ID_FILE, run.id)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        folder = self._run_dir
+        if folder is None and trainer.world_size == 1 and trainer.log_dir is not None:
+            folder = Path(trainer.log_dir)  # failed before setup: a folder the logger just made
+            self._fresh = not (folder / LOCK_FILE).exists()
+        started = trainer.global_step > 0 or isinstance(exception, TrainingInterrupted)
+        if folder is None or not self._fresh or started or not trainer.is_global_zero:
+            return
+        files = {p.name for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {"?"}
+        if files <= {self.config_filename, "hparams.yaml", "metrics.csv", LOCK_FILE}:
+            release_run_locks()
+            shutil.rmtree(folder, ignore_errors=True)
+            rank_zero_info(f"Removed {folder}: the run failed before training.")

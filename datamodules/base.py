@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from datamodules.loader import training_loader
+
 
 class DataNotFoundError(FileNotFoundError):
     """Raised when a dataset is neither on disk nor downloadable."""
@@ -175,15 +177,19 @@ class SplitDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=split == "train",
-            collate_fn=self.collate_fn,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+        options = {
+            "batch_size": self.batch_size,
+            "collate_fn": self.collate_fn,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
+        if split != "train":
+            return DataLoader(self.datasets[split], **options)
+        # the order depends on the data seed and the run's seed alone, so a resumed run replays it
+        seed = (self.seed * 1_000_003 + torch.initial_seed()) % (1 << 63)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return training_loader(self.datasets["train"], seed, rank, world_size, **options)
 
     def train_dataloader(self) -> Any:
         return self.loader("train")

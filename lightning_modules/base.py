@@ -125,12 +125,25 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "test")[1]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        schedulers = checkpoint.get("lr_schedulers") or [{}]
+        self.resumed_total_steps = schedulers[0].get("total_steps")  # a one-cycle schedule's length
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
         if leaves_total_steps_open(self.scheduler):  # one-cycle: stepped every batch
             total = int(self.trainer.estimated_stepping_batches)
+            resumed = getattr(self, "resumed_total_steps", None)
+            if resumed is not None and resumed != total:
+                raise ValueError(
+                    f"The checkpoint's one-cycle schedule spans {resumed} steps, but this run has "
+                    f"{total} (max_epochs, max_steps, limit_train_batches or the batch size changed), "
+                    "and a one-cycle schedule cannot be stretched. Keep those settings to resume, or "
+                    "start a new run from these weights with --model.init_weights <checkpoint> "
+                    "(a new optimizer and schedule)."
+                )
             scheduler = self.scheduler(optimizer, total_steps=total)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler(optimizer)

@@ -48,3 +48,12 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete what writers killed mid-write left in ``folder`` (``.<name>.tmp<pid>`` files); call
+    it only while no other process writes there (the run's lock is held)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -148,6 +148,7 @@ class DeviceLoader:
         # CIFAR-10 speed runs); the same coins on every process.
         coins = torch.randint(0, 2, (len(images),), generator=epoch_generator(seed, -1))
         self.flip_coins = coins.bool().to(images.device)
+        self.delivered = self.skip = 0
 
     @property
     def device(self) -> torch.device:
@@ -175,7 +176,9 @@ class DeviceLoader:
         draws = {k: v.to(self.device, non_blocking=True) for k, v in draws.items()}
         if self.flip == "alternate":
             draws["flip"] = self.flip_coins[order] ^ bool(self.sampler.epoch % 2)
-        for start in range(0, len(order), self.batch_size):
+        self.delivered, self.skip = self.skip, 0  # a resumed epoch starts where it stopped
+        for start in range(self.delivered * self.batch_size, len(order), self.batch_size):
+            self.delivered += 1
             part = slice(start, start + self.batch_size)
             index = order[part]  # (B,)
             x = self.images[index].to(torch.float32).mul_(1.0 / 255)  # (B, C, H, W) in [0, 1]
@@ -185,6 +188,14 @@ class DeviceLoader:
             if "flip" in draws:
                 x = torch.where(draws["flip"][part, None, None, None], x.flip(-1), x)
             yield x.sub_(self.mean).div_(self.std), self.targets[index]
+
+    def state_dict(self) -> dict[str, int]:
+        """The position Lightning saves in a checkpoint: this epoch's batches handed out so far."""
+        return {"epoch": self.sampler.epoch, "batches": self.delivered}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self.skip = state["batches"] if state["batches"] < len(self) else 0
 
 
 def resident_loader(data: Any, split: str) -> DeviceLoader:

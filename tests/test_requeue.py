@@ -1,5 +1,6 @@
-"""SLURM pre-emption, simulated on one machine: the requeue signal arrives mid-epoch, the job dies,
-and the requeued job (same command, same job id) continues the same run where it stopped."""
+"""SLURM pre-emption, simulated on one machine: the requeue signal arrives mid-epoch, the job saves,
+requeues itself and exits, and the requeued job (same command, same job id) continues the same run
+where it stopped; other fits in the same job get folders of their own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from callbacks import TrainingInterrupted
 from cli import cli_main
 from tests.conftest import CONFIGS
 
@@ -23,25 +25,21 @@ JOB_ID = "4242"
 PREEMPT_AT = 10  # 108 training samples / batch 16 = 7 steps an epoch: step 10 is mid epoch 2
 
 
-class Preempted(Exception):
-    """Stands for SLURM killing the job after its grace period."""
-
-
 class Preempt(Callback):
-    """Sends the requeue signal when ``global_step`` reaches ``at_step``, then dies. Also records
-    the step training starts from, which is what a resumed job must get right."""
+    """Sends a signal to this process when ``global_step`` reaches ``at_step``, as SLURM does; also
+    records the step training starts from, which is what a resumed job must get right."""
 
-    def __init__(self, at_step: int = PREEMPT_AT) -> None:
+    def __init__(self, at_step: int = PREEMPT_AT, signal_name: str = "SIGUSR1") -> None:
         self.at_step = at_step
+        self.signal = signal.Signals[signal_name]
         self.start_step: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.at_step:
-            os.kill(os.getpid(), signal.SIGUSR1)  # what `sbatch --signal=USR1@120` delivers
-            raise Preempted
+            os.kill(os.getpid(), self.signal)
 
 
 @pytest.fixture
@@ -69,23 +67,12 @@ def slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return record
 
 
-def test_requeue_saves_then_resumes_at_the_same_step(
-    tmp_path: Path, mnist_dir: Path, slurm_job: Path
-) -> None:
-    extra = tmp_path / "preempt.yaml"
-    extra.write_text(
-        yaml.safe_dump(
-            {
-                "trainer": {
-                    "callbacks+": [
-                        {"class_path": "tests.test_requeue.Preempt", "init_args": {"at_step": PREEMPT_AT}}
-                    ]
-                }
-            }
-        )
-    )
-    # the sbatch command line: the SLURM trainer preset, here on the CPU, plus W&B (offline)
-    args = [
+def sbatch_command(tmp_path: Path, mnist_dir: Path, *extra: str, signal_name: str = "SIGUSR1") -> list[str]:
+    """The sbatch command line: the SLURM trainer preset, here on the CPU, plus W&B (offline)."""
+    preempt = tmp_path / "preempt.yaml"
+    callback = {"class_path": "tests.test_requeue.Preempt", "init_args": {"signal_name": signal_name}}
+    preempt.write_text(yaml.safe_dump({"trainer": {"callbacks+": [callback]}}))
+    return [
         "fit",
         "--config",
         str(EXPERIMENT),
@@ -94,7 +81,7 @@ def test_requeue_saves_then_resumes_at_the_same_step(
         "--config",
         str(CONFIGS / "logger" / "wandb.yaml"),
         "--config",
-        str(extra),
+        str(preempt),
         "--trainer.accelerator",
         "cpu",
         "--trainer.devices",
@@ -109,21 +96,30 @@ def test_requeue_saves_then_resumes_at_the_same_step(
         str(mnist_dir),
         "--data.batch_size",
         "16",
+        *extra,
     ]
 
-    with pytest.raises(Preempted):
+
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
+def test_requeue_saves_then_resumes_at_the_same_step(
+    tmp_path: Path, mnist_dir: Path, slurm_job: Path, monkeypatch: pytest.MonkeyPatch, signal_name: str
+) -> None:
+    args = sbatch_command(tmp_path, mnist_dir, signal_name=signal_name)
+    with pytest.raises(TrainingInterrupted) as stopped:
         cli_main(args)
+    assert stopped.value.code == 128 + signal.Signals[signal_name]
     run_dir = Path("logs/mnist_softmax") / f"slurm-{JOB_ID}"
-    hpc = run_dir / "hpc_ckpt_1.ckpt"
-    assert hpc.is_file(), sorted(p.name for p in run_dir.iterdir())
-    assert torch.load(hpc, map_location="cpu", weights_only=False)["global_step"] == PREEMPT_AT
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # the signal came during step 11: that batch is finished, then saved
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == PREEMPT_AT + 1
     assert slurm_job.read_text().split() == ["requeue", JOB_ID]
     wandb_id = (run_dir / "wandb_run_id.txt").read_text()
     assert not (run_dir / "metrics.json").exists()
 
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     cli = cli_main(args)  # the requeued job: same command, same job id
     preempt = next(c for c in cli.trainer.callbacks if isinstance(c, Preempt))
-    assert preempt.start_step == PREEMPT_AT
+    assert preempt.start_step == PREEMPT_AT + 1
     result = json.loads((run_dir / "metrics.json").read_text())
     assert result["global_step"] == 14 and result["epochs"] == 2
     assert sorted(p.name for p in Path("logs/mnist_softmax").iterdir()) == [f"slurm-{JOB_ID}"]
@@ -132,8 +128,35 @@ def test_requeue_saves_then_resumes_at_the_same_step(
     assert "val/acc" in before.splitlines()[0] and len(before.splitlines()) > 1  # epoch 1
     assert cli.trainer.loggers[1].experiment.id == wandb_id  # the same W&B run, continued
 
+    with pytest.raises(SystemExit) as again:  # requeued once more: that fit is done already
+        cli_main(args)
+    assert again.value.code == 0
 
-def test_finished_named_run_is_not_silently_reused(tmp_path: Path, mnist_dir: Path) -> None:
+
+def test_other_fits_in_one_job_get_their_own_folders(
+    tmp_path: Path, mnist_dir: Path, slurm_job: Path
+) -> None:
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENT),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(mnist_dir),
+    ]
+    for seed in (1, 2):  # a seed loop inside one batch job
+        cli_main([*args, "--seed_everything", str(seed)])
+    runs = sorted(p.name for p in Path("logs/mnist_softmax").iterdir())
+    assert runs == [f"slurm-{JOB_ID}", f"slurm-{JOB_ID}-2"]
+    assert all((Path("logs/mnist_softmax") / run / "metrics.json").is_file() for run in runs)
+
+
+def test_finished_named_run_is_never_written_into(tmp_path: Path, mnist_dir: Path) -> None:
     args = [
         "fit",
         "--config",
@@ -150,6 +173,9 @@ def test_finished_named_run_is_not_silently_reused(tmp_path: Path, mnist_dir: Pa
         str(mnist_dir),
     ]
     cli_main(args)
-    assert (Path("logs/mnist_softmax/baseline") / "metrics.json").is_file()
-    with pytest.raises(FileExistsError, match="holds a finished run"):
-        cli_main(args)
+    folder = Path("logs/mnist_softmax/baseline")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for extra in ([], ["--ckpt_path", str(folder / "checkpoints" / "last.ckpt")]):
+        with pytest.raises(FileExistsError, match="holds a finished run"):
+            cli_main([*args, *extra])
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
