@@ -8,16 +8,20 @@ the run's resolved ``config.yaml``.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from typing import Any
 
-import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from rich.console import Console
 
+import console
 import datamodules  # noqa: F401  (registers the datamodules for selection by name)
 import lightning_modules  # noqa: F401  (registers the models and networks)
+import user_errors
 from callbacks import (
     DivergenceCheck,
     EpochDropoutReset,
@@ -27,7 +31,9 @@ from callbacks import (
     RunConfig,
     StateDictExport,
 )
-from runs.checkpoint_io import AtomicCheckpointIO
+from datamodules import SplitDataModule
+from lightning_modules import TaskModule
+from runs.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from runs.files import write_json
 from runs.folders import METRICS_FILE, evaluate_in_run_folder, move_under_root_dir, prepare_run, run_dir
 from runs.lock import release_run_locks
@@ -35,9 +41,8 @@ from runs.loggers import finish_wandb_run, prepare_wandb_loggers
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
-    "datamodules/. Start from a config: python cli.py fit --config configs/mnist_cnn.yaml. "
-    "See 'python cli.py fit --help' for every option, including the known models (--model) and "
-    "datamodules (--data)."
+    "datamodules/. Start from a config: python cli.py fit --config configs/mnist_cnn.yaml; "
+    "every option: python cli.py fit --help."
 )
 # A local CSV logger: runs need no account and no network.
 TRAINER_DEFAULTS = {
@@ -60,12 +65,45 @@ def import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def check_checkpoint(path: str, model: Any) -> None:
+    """Before Lightning loads ``--ckpt_path``: what is wrong with it, in one line; and, since
+    Lightning then rebuilds the checkpoint's own model, say so when it is not the config's."""
+    checkpoint, problem = read_checkpoint(path)
+    if problem:
+        raise user_errors.UserError(f"--ckpt_path {path} is {problem}.")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    saved = [hparams.get("_class_path", "?"), (hparams.get("net") or {}).get("class_path", "?")]
+    given = [model.class_path, str(model.init_args.get("net", {}).get("class_path", "?"))]
+    names = [[path.rsplit(".", 1)[-1] for path in paths] for paths in (saved, given)]
+    if names[0] != names[1]:
+        held, configured = " with a ".join(names[0]), " with a ".join(names[1])
+        rank_zero_info(f"--ckpt_path holds a {held} network: that model runs, not {configured}.")
+
+
 class TemplateCLI(LightningCLI):
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        for name, text in console.SUBCOMMANDS.items():
+            subparser_kwargs.setdefault(name, {}).update(description=text, epilog=console.EPILOG)
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:  # the summaries `cli.py --help` lists (argparse keeps them privately)
+            for choice in self.parser._subcommands_action._choices_actions:
+                choice.help = console.SUBCOMMANDS.get(choice.dest, choice.help)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # the command is recorded in the run folder: a requeued SLURM job finds its run by it
         self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]
         self.save_config_kwargs["command"] = self.command
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as err:  # a mistake in a flag or a config file
+            sub = next((a for a in self.command if a in self.subcommands()), None)
+            sub_parser = getattr(self, "_subcommand_parsers", {}).get(sub, parser)  # for suggestions
+            raise user_errors.UserError(
+                user_errors.describe_parse_error(err, sub_parser, self.command)
+            ) from err
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        if config.get("ckpt_path") not in (None, "last", "best", "hpc"):
+            check_checkpoint(config.ckpt_path, config.model)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -95,6 +133,8 @@ class TemplateCLI(LightningCLI):
             help="fit: W&B group of the run (the folds of a k-fold run share one).",
         )
         parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
+        for key, group in parser.groups.items():
+            group.title = console.GROUP_TITLES.get(key, group.title)
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 
@@ -116,7 +156,8 @@ class TemplateCLI(LightningCLI):
         # checkpoints written whole or not at all, whatever other plugins a preset brings
         plugins = trainer.plugins if isinstance(trainer.plugins, list) else [trainer.plugins]
         if not any("CheckpointIO" in getattr(p, "class_path", type(p).__name__) for p in plugins if p):
-            trainer.plugins = [p for p in plugins if p] + [AtomicCheckpointIO()]
+            atomic = Namespace(class_path=f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO")
+            trainer.plugins = [p for p in plugins if p] + [atomic]
         move_under_root_dir(trainer)
         if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
             config.ckpt_path = prepare_run(
@@ -129,16 +170,11 @@ class TemplateCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as err:
-            # jsonargparse reports a constructor's ValueError (a loss that does not fit the task,
-            # an unknown name, ...) inside a union-type error that dumps the whole config; the
-            # constructor's own message is the one that says what to change, so raise that.
-            cause = err
-            while cause.__cause__ is not None:
-                cause = cause.__cause__
-            if cause is err:
-                raise
-            raise cause from None
+        except Exception as err:
+            # jsonargparse wraps a constructor's error in one that dumps the whole config: name the
+            # key whose class refused its options, with the constructor's own message instead
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            raise user_errors.constructor_error(err, config) from err
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -169,14 +205,15 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
     no subcommand: the datamodule, model and trainer are built and returned unrun."""
     try:
         cli = TemplateCLI(
-            L.LightningModule,
-            L.LightningDataModule,
+            TaskModule,
+            SplitDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=42,
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
-            parser_kwargs={"description": DESCRIPTION},
+            parser_class=console.TemplateParser,
+            parser_kwargs={"description": DESCRIPTION, "exit_on_error": False, "allow_abbrev": False},
             args=args,
             run=run,
             save_config_callback=RunConfig,  # the run folder's config, lock and clean-up
@@ -192,4 +229,5 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
 
 
 if __name__ == "__main__":
-    cli_main()
+    console.quiet_and_wide()
+    user_errors.main(cli_main)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 LAST = "last.ckpt"
@@ -64,7 +65,7 @@ class RunCheckpoint(ModelCheckpoint):
         mode: Literal["min", "max"] | None = None,
         save_top_k: int = 1,
         every_n_epochs: int | None = None,
-        every_n_train_steps: int = 0,
+        every_n_train_steps: NonNegativeInt = 0,
         train_time_interval: timedelta | None = None,
     ) -> None:
         metric = (monitor or "").replace("/", "_")  # "val/acc" would make a folder in a file name
@@ -80,14 +81,14 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_steps = every_n_train_steps
         self.last_interval = train_time_interval.total_seconds() if train_time_interval else None
         self._last_saved_at = time.monotonic()
-        self._resumed_rng: dict[str, Any] | None = None
+        self._resume: dict[str, Any] | None = None
 
     def write_last(self, trainer: L.Trainer) -> None:
         """Write ``last.ckpt`` now (every rank must call it: saving is collective)."""
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         path = Path(self.dirpath) / LAST
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self.last_model_path = str(path)
         self._last_saved_at = time.monotonic()
 
@@ -104,15 +105,24 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)  # the best checkpoint, after validation
         self.write_last(trainer)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng": rng_states()}
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # what an exact resume needs beyond Lightning's own state: the random generators, and where
+        # the training loader is in its epoch (Lightning restores the latter only when the loader
+        # is built after the checkpoint is read, not when a one-cycle schedule asks for it earlier)
+        loader = trainer.train_dataloader
+        position = loader.state_dict() if hasattr(loader, "state_dict") else None
+        checkpoint["resume"] = {"rng": rng_states(), "train_loader": position}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resumed_rng = state_dict.pop("rng", None)
-        super().load_state_dict(state_dict)
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._resume = checkpoint.get("resume")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after the resumed run has set itself up: the next draw is the uninterrupted run's next draw
-        if self._resumed_rng is not None:
-            set_rng_states(self._resumed_rng)
-            self._resumed_rng = None
+        # the resumed run is set up; its first batch is still to be drawn: the next draw and batch
+        # are the ones the uninterrupted run would have had
+        if self._resume is None:
+            return
+        loader, position = trainer.train_dataloader, self._resume["train_loader"]
+        if position is not None and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(position)
+        set_rng_states(self._resume["rng"])
+        self._resume = None

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from runs.files import write_text
@@ -50,7 +51,7 @@ class PredictionWriter(BasePredictionWriter):
     """
 
     def __init__(
-        self, output: str | None = None, format: Literal["csv", "json"] = "csv", topk: int = 3
+        self, output: str | None = None, format: Literal["csv", "json"] = "csv", topk: PositiveInt = 3
     ) -> None:
         super().__init__(write_interval="epoch")
         self.output = output

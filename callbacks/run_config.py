@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.signals import TrainingInterrupted
 from runs.files import remove_stale_temporaries, write_text
 from runs.folders import WANDB_ID_FILE, run_dir
-from runs.lock import LOCK_FILE, lock_run, release_run_locks
+from runs.lock import LOCK_FILE, lock_run, release_run_locks, started_here
 
 
 def free_config_name(run_dir: Path, filename: str) -> str:
@@ -53,8 +53,8 @@ class RunConfig(SaveConfigCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         folder = run_dir(trainer)
         if stage == "fit" and folder is not None and trainer.is_global_zero:
-            self._fresh = not (folder / LOCK_FILE).exists()
-            lock_run(folder, self.command)
+            lock_run(folder, self.command)  # a named run's folder is locked already
+            self._fresh = started_here(folder)
             remove_stale_temporaries(folder)
         if not self.already_saved and self.save_to_log_dir and not self.overwrite and folder:
             name = free_config_name(folder, self.config_filename) if trainer.is_global_zero else None
@@ -79,7 +79,7 @@ class RunConfig(SaveConfigCallback):
         folder = self._run_dir
         if folder is None and trainer.world_size == 1 and trainer.log_dir is not None:
             folder = Path(trainer.log_dir)  # failed before setup: a folder the logger just made
-            self._fresh = not (folder / LOCK_FILE).exists()
+            self._fresh = started_here(folder) or not (folder / LOCK_FILE).exists()
         started = trainer.global_step > 0 or isinstance(exception, TrainingInterrupted)
         if folder is None or not self._fresh or started or not trainer.is_global_zero:
             return

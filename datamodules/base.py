@@ -12,9 +12,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt, restricted_number_type
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from datamodules.loader import training_loader
+
+AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2))
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -66,12 +69,12 @@ class SplitDataModule(L.LightningDataModule):
 
     Args:
         data_dir: folder that holds (or receives) the data.
-        batch_size: samples per batch on each device (process).
+        batch_size: samples per batch on each device (process), > 0.
         global_batch_size: if set, the batch over all processes; it must divide by the number of
             processes, and ``batch_size`` is derived from it.
-        val_fraction: share of the official training set held out for validation.
-        num_folds: if set, validate on fold ``fold`` of a k-fold split instead (stratified for
-            classification); ``val_fraction`` is then unused.
+        val_fraction: share of the official training set held out for validation, in (0, 1).
+        num_folds: if set (>= 2), validate on fold ``fold`` of a k-fold split instead (stratified
+            for classification); ``val_fraction`` is then unused.
         fold: which fold validates, in [0, num_folds).
         seed: seed of the split (and of generated data).
         num_workers: DataLoader worker processes.
@@ -86,13 +89,13 @@ class SplitDataModule(L.LightningDataModule):
         self,
         *,
         data_dir: str = "data",
-        batch_size: int = 128,
-        global_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        num_folds: int | None = None,
-        fold: int = 0,
+        batch_size: PositiveInt = 128,
+        global_batch_size: PositiveInt | None = None,
+        val_fraction: OpenUnitInterval = 0.1,
+        num_folds: AtLeastTwo | None = None,
+        fold: NonNegativeInt = 0,
         seed: int = 42,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
     ) -> None:
@@ -138,6 +141,8 @@ class SplitDataModule(L.LightningDataModule):
         """(train, val) indices into the official training set, each in ascending order."""
         targets = self.source_targets(train=True)
         if self.num_folds is not None:
+            if self.fold >= self.num_folds:
+                raise ValueError(f"--data.fold {self.fold} does not exist: choose 0 to {self.num_folds - 1}.")
             return kfold_indices(
                 targets, self.num_folds, self.fold, self.seed, stratify=self.task != "regression"
             )
@@ -187,7 +192,7 @@ class SplitDataModule(L.LightningDataModule):
         if split != "train":
             return DataLoader(self.datasets[split], **options)
         # the order depends on the data seed and the run's seed alone, so a resumed run replays it
-        seed = (self.seed * 1_000_003 + torch.initial_seed()) % (1 << 63)
+        seed = (self.seed * 1_000_003 + torch.initial_seed()) % (1 << 62)
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return training_loader(self.datasets["train"], seed, rank, world_size, **options)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, cifar
 
 from datamodules.vision import VisionDataModule
 
@@ -32,6 +32,15 @@ class CIFAR10DataModule(VisionDataModule):
     def expected_files(self) -> tuple[Path, list[str]]:
         names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + ["batches.meta"]
         return self.data_dir / CIFAR10.base_folder, names
+
+    def verify(self) -> None:
+        folder = self.expected_files()[0]
+        for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+            if not cifar.check_integrity(str(folder / name), md5):
+                raise ValueError(
+                    f"{folder / name} fails its checksum: damaged, or not the original file. "
+                    "Download CIFAR-10 again, or use ImageFolderDataModule for other copies."
+                )
 
     def fetch(self) -> None:
         CIFAR10(str(self.data_dir), train=True, download=True)

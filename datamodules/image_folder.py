@@ -19,8 +19,29 @@ from runs.files import save_torch
 
 
 def read_rgb(path: str) -> torch.Tensor:
-    with Image.open(path) as image:
-        return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
+    except OSError as err:  # truncated, damaged, not an image
+        raise ValueError(f"{path} cannot be decoded ({err}): remove or replace it.") from err
+
+
+class ClassFolders(ImageFolder):
+    """``ImageFolder`` that never takes a hidden folder (``.ipynb_checkpoints``, ``.cache``) for a
+    class, and that can be told the classes (the training set's, for the test set)."""
+
+    def __init__(self, root: Path, classes: list[str] | None = None) -> None:
+        self.given = classes
+        super().__init__(str(root), loader=read_rgb, allow_empty=classes is not None)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        found = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not found:
+            raise ValueError(f"{directory} holds no class folders (<class>/<image>).")
+        classes = self.given or found
+        if extra := sorted(set(found) - set(classes)):
+            raise ValueError(f"{directory} has classes the training set lacks: {', '.join(extra)}.")
+        return classes, {name: i for i, name in enumerate(classes)}
 
 
 class ImageFolderDataModule(VisionDataModule):
@@ -47,20 +68,15 @@ class ImageFolderDataModule(VisionDataModule):
 
     @cached_property
     def folders(self) -> dict[bool, ImageFolder]:
-        folders = {
-            train: ImageFolder(str(self.data_dir / ("train" if train else "test")), loader=read_rgb)
-            for train in (True, False)
-        }
-        if folders[True].classes != folders[False].classes:
-            raise ValueError(
-                f"train/ and test/ under {self.data_dir} hold different class folders: "
-                f"{folders[True].classes} vs {folders[False].classes}"
-            )
-        return folders
+        train = ClassFolders(self.data_dir / "train")
+        test = ClassFolders(self.data_dir / "test", classes=train.classes)  # may lack some classes
+        if missing := sorted(set(train.classes) - {train.classes[t] for t in set(test.targets)}):
+            rank_zero_warn(f"{self.data_dir / 'test'} has no images of {', '.join(missing)}.")
+        return {True: train, False: test}
 
     def present(self) -> bool:
         splits = [self.data_dir / "train", self.data_dir / "test"]
-        return all(s.is_dir() and any(c.is_dir() for c in s.iterdir()) for s in splits)
+        return all(s.is_dir() and any(c.is_dir() and c.name[0] != "." for c in s.iterdir()) for s in splits)
 
     def expected_files(self) -> tuple[Path, list[str]]:
         return self.data_dir, ["train/<class>/<image>", "test/<class>/<image>"]

@@ -38,7 +38,7 @@ class ResumableLoader(DataLoader):
         if isinstance(sampler, EpochOrderSampler):
             sampler.start = self.skip * self.batch_size
             if self.generator is not None:
-                self.generator.manual_seed(sampler.seed * 100_003 + sampler.epoch)
+                self.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) % (1 << 63))
         self.delivered, self.skip = self.skip, 0
         for batch in super().__iter__():
             self.delivered += 1

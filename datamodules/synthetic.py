@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch.utils.data import Dataset, TensorDataset
 
 from datamodules.base import SplitDataModule
@@ -23,7 +24,9 @@ class SyntheticDataModule(SplitDataModule):
     the data.
     """
 
-    def __init__(self, *, num_samples: int = 1000, num_test: int = 200, **kwargs: Any) -> None:
+    def __init__(
+        self, *, num_samples: PositiveInt = 1000, num_test: PositiveInt = 200, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.num_samples = num_samples
         self.num_test = num_test
@@ -59,7 +62,7 @@ class PolynomialDataModule(SyntheticDataModule):
     bias = 0.9
     weights = (0.5, 3.0, 2.4)
 
-    def __init__(self, *, noise: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *, noise: NonNegativeFloat = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.noise = noise
 
@@ -94,7 +97,7 @@ class GaussianClustersDataModule(SyntheticDataModule):
 
     task = "binary"
 
-    def __init__(self, *, separation: float = 4.0, spread: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *, separation: float = 4.0, spread: PositiveFloat = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.separation = separation
         self.spread = spread

@@ -7,10 +7,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import Dataset
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from datamodules.base import SplitDataModule, data_not_found
+
+
+def stack_images(samples: list[tuple[torch.Tensor, int]]) -> Any:
+    """``default_collate``, with a word on images of different sizes."""
+    try:
+        return default_collate(samples)
+    except RuntimeError as err:
+        sizes = sorted({tuple(x.shape[-2:]) for x, _ in samples})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"Images of one batch differ in size ({', '.join(map(str, sizes[:3]))}...): set "
+                "--data.resize N to resize them all to N x N."
+            ) from err
+        raise
 
 
 class ImageTensorDataset(Dataset):
@@ -57,13 +72,14 @@ class VisionDataModule(SplitDataModule):
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     flip: bool = True  # horizontal flips keep the label (not so for digits)
+    collate_fn = staticmethod(stack_images)
 
     def __init__(
         self,
         *,
-        resize: int | None = None,
+        resize: PositiveInt | None = None,
         augment: bool = False,
-        crop_padding: int = 4,
+        crop_padding: NonNegativeInt = 4,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = True,
@@ -125,16 +141,26 @@ class VisionDataModule(SplitDataModule):
         raise RuntimeError(f"{self.name} cannot be downloaded")
 
     def prepare_data(self) -> None:
-        if self.present():
-            return
+        if not self.present():
+            self.download_or_fail()
+        self.verify()  # train and test files alike, before any training
+
+    def download_or_fail(self) -> None:
+        folder = self.expected_files()[0]
+        created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         cause = "download=False"
         if self.download:
             try:
-                self.fetch()
-                return
+                return self.fetch()
             except (OSError, RuntimeError) as err:
                 cause = f"download failed: {str(err).strip().splitlines()[0]}"
+            for path in created:  # what the failed download made, and left empty
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
         raise data_not_found(self.name, *self.expected_files(), cause=cause)
+
+    def verify(self) -> None:
+        """Raise ValueError naming the file when the data on disk is damaged (subclasses check)."""
 
     def load_uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) uint8 images and (N,) int64 labels of the official train or test set."""

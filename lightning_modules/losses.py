@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval
 from torch import nn
 
 TASKS = ("multiclass", "binary", "regression")
@@ -50,7 +51,9 @@ class WeightedCrossEntropyLoss(nn.CrossEntropyLoss):
         class_weights: one weight per class (None = equal weights).
     """
 
-    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
+    def __init__(
+        self, label_smoothing: ClosedUnitInterval = 0.0, class_weights: Sequence[float] | None = None
+    ) -> None:
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         super().__init__(weight=weight, label_smoothing=label_smoothing)
 

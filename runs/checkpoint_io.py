@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 
@@ -29,19 +30,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return None
 
 
-def checkpoint_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be a Lightning checkpoint, found without loading it (None: it looks
-    whole). A checkpoint is a zip archive that ``torch.save`` wrote; a truncated copy has lost its
-    index at the end."""
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """(the checkpoint, None) when ``path`` holds a whole Lightning checkpoint, else (None, what
+    it is instead). Reads only the structure (the tensors are memory-mapped, not read)."""
     path = Path(path)
     if not path.is_file():
-        return "no such file"
-    if path.stat().st_size == 0:
-        return "empty file"
+        return None, "no such file"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return None, "an empty file"
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # its index at the end is missing
+        return None, "truncated or damaged (an incomplete torch.save archive)"
+    if head != b"PK\x03\x04":
+        return None, "not a file torch.save wrote"
     try:
-        with zipfile.ZipFile(path) as archive:
-            if not any(name.endswith("data.pkl") for name in archive.namelist()):
-                return "a zip archive, but not one that torch.save wrote"
-    except zipfile.BadZipFile:
-        return "truncated or damaged (not a complete torch.save archive)"
-    return None
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a damaged member; a class that safe loading refuses
+        return None, f"unreadable ({type(err).__name__}: {str(err).strip().splitlines()[0][:160]})"
+    if isinstance(content, dict) and "pytorch-lightning_version" in content:
+        return content, None
+    if isinstance(content, dict) and "net" in content and "state_dict" in content:
+        return None, "a model.pth (network weights only): start a run from it with --model.init_weights"
+    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+        return None, f"a plain state_dict ({len(content)} tensors), not a Lightning checkpoint"
+    keys = list(content)[:6] if isinstance(content, dict) else type(content).__name__
+    return None, f"not a Lightning checkpoint (it holds {keys})"
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """What keeps ``path`` from being a Lightning checkpoint to load (None: nothing)."""
+    return read_checkpoint(path)[1]

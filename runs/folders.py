@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from runs.checkpoint_io import checkpoint_problem
-from runs.lock import run_record
+from runs.lock import lock_run, run_record
 
 WANDB_ID_FILE = "wandb_run_id.txt"  # in the run folder: the W&B run a restart continues
 METRICS_FILE = "metrics.json"  # written by the CLI when a run is finished
@@ -178,7 +178,8 @@ def prepare_run(
     for spec in specs[1:]:
         if issubclass(logger_class(spec), WandbLogger):
             continue_wandb_run(spec.init_args, folder, f"{root.name}/{run_id}")
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # before anything changes in the folder: one process at a time
+        lock_run(folder, command)
         keep_metrics_history(folder)
     if ckpt_path is not None:
         return ckpt_path

@@ -18,7 +18,7 @@ except ImportError:  # Windows: no POSIX locks, no protection
     fcntl = None
 
 LOCK_FILE = "run.lock"
-_held: dict[Path, IO[str]] = {}  # this process's locks, released by release_run_locks()
+_held: dict[Path, tuple[IO[str], bool]] = {}  # folder -> (lock file, started here); this process's
 
 
 class RunInUse(RuntimeError):
@@ -36,8 +36,9 @@ def run_record(folder: Path) -> dict[str, Any] | None:
 def lock_run(folder: Path, command: list[str]) -> None:
     """Lock ``folder`` for this process until ``release_run_locks``, or raise ``RunInUse`` naming
     the process that holds it. POSIX locks: they work on NFS and Lustre, and die with the process."""
-    if fcntl is None or folder in _held:
+    if fcntl is None or folder.resolve() in _held:
         return
+    new = not (folder / LOCK_FILE).exists()
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open while the run lives)
     try:
@@ -65,10 +66,15 @@ def lock_run(folder: Path, command: list[str]) -> None:
     handle.truncate()
     handle.write(json.dumps(record) + "\n")
     handle.flush()
-    _held[folder] = handle
+    _held[folder.resolve()] = (handle, new)
+
+
+def started_here(folder: Path) -> bool:
+    """Whether this process locked ``folder`` and no run had been there before."""
+    return _held.get(folder.resolve(), (None, False))[1]
 
 
 def release_run_locks() -> None:
-    for handle in _held.values():
+    for handle, _ in _held.values():
         handle.close()  # closing the file releases its lock
     _held.clear()

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from torch import nn
 
-from lightning_modules.nets.layers import EpochDropout, SpatialPyramidPool
+from lightning_modules.nets.layers import DropProbability, EpochDropout, SpatialPyramidPool
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -46,18 +47,18 @@ class CNN(nn.Module):
     def __init__(
         self,
         num_outputs: int,
-        channels: Sequence[int] = (32, 64),
-        kernel_size: int = 3,
-        dilation: int = 1,
+        channels: Sequence[PositiveInt] = (32, 64),
+        kernel_size: PositiveInt = 3,
+        dilation: PositiveInt = 1,
         batch_norm: bool = False,
         block_pool: Literal["none", "max", "avg"] = "none",
         head: Literal["adaptive", "flatten", "gap", "spp"] = "adaptive",
-        adaptive_size: int = 16,
-        spp_levels: Sequence[int] = (1, 2, 4),
-        hidden: int = 512,
+        adaptive_size: PositiveInt = 16,
+        spp_levels: Sequence[PositiveInt] = (1, 2, 4),
+        hidden: PositiveInt = 512,
         activation: Literal["relu", "gelu", "silu"] = "relu",
-        dropout: float = 0.0,
-        epoch_dropout: float = 0.0,
+        dropout: ClosedUnitInterval = 0.0,
+        epoch_dropout: DropProbability = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()

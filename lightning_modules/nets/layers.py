@@ -6,7 +6,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import restricted_number_type
 from torch import nn
+
+DropProbability = restricted_number_type("DropProbability", float, [(">=", 0), ("<", 1)])  # [0, 1)
 
 
 def _forget_mask(layer: EpochDropout, incompatible_keys: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_modules.nets.layers import EpochDropout
+from lightning_modules.nets.layers import DropProbability, EpochDropout
 
 
 class LinearNet(nn.Module):
@@ -22,7 +22,7 @@ class LinearNet(nn.Module):
 
     input_shapes = ((3,), (1, 28, 28))  # what the network tests run it on
 
-    def __init__(self, num_outputs: int, epoch_dropout: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, num_outputs: int, epoch_dropout: DropProbability = 0.0, seed: int = 0) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
         self.dropout = EpochDropout(epoch_dropout, seed=seed) if epoch_dropout > 0 else nn.Identity()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lightning_modules.nets.layers import EpochDropout
+from lightning_modules.nets.layers import DropProbability, EpochDropout
 
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -42,13 +43,13 @@ class RecurrentNet(nn.Module):
         self,
         num_outputs: int,
         cell: Literal["lstm", "gru", "rnn"] = "lstm",
-        embed_size: int = 64,
-        hidden_size: int = 128,
-        num_layers: int = 1,
+        embed_size: PositiveInt = 64,
+        hidden_size: PositiveInt = 128,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = False,
         pool: Literal["last", "mean"] = "last",
-        dropout: float = 0.0,
-        epoch_dropout: float = 0.0,
+        dropout: ClosedUnitInterval = 0.0,
+        epoch_dropout: DropProbability = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()

@@ -1,0 +1,98 @@
+"""What the command line prints: help that fits on a screen or two, and a normal run without
+third-party noise or wrapped lines in log files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import warnings
+from typing import Any
+
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.cli import LightningArgumentParser
+
+SUBCOMMANDS = {
+    "fit": "Train, then validate and test the best checkpoint (metrics.json in the run folder).",
+    "validate": "Evaluate a checkpoint (--ckpt_path) on the validation split.",
+    "test": "Evaluate a checkpoint (--ckpt_path) on the test set.",
+    "predict": "Write the predictions of a checkpoint (--ckpt_path) to a CSV or JSON file.",
+}
+EPILOG = (
+    "A model's, datamodule's, network's, optimizer's or scheduler's own options: --model.help "
+    "Classifier, --data.help MNISTDataModule, --model.net.help CNN, --model.optimizer.help "
+    "torch.optim.SGD, --model.scheduler.help torch.optim.lr_scheduler.StepLR. A config's values: "
+    "--config FILE --print_config."
+)
+SHOWN_CLASSES = re.compile(r"^(model|data)$|\.net$")  # options whose known classes are listed
+BASE_CLASSES = {"TaskModule", "SplitDataModule", "VisionDataModule", "SyntheticDataModule"}
+GROUP_TITLES = {  # instead of the first line of each class's docstring
+    "trainer": "Trainer (Lightning's options)",
+    "model": "Model: a LightningModule of lightning_modules/ (--model.help NAME: its options)",
+    "data": "Data: a datamodule of datamodules/ (--data.help NAME: its options)",
+    "checkpoint": "Checkpoints: the best by validation, and last.ckpt (always the newest state)",
+    "signals": "Stopping on a signal: save last.ckpt, requeue under SLURM, exit 128 + signal",
+    "predictions": "Predictions (predict)",
+    "export": "Export of the trained network (model.pth)",
+}
+# Lines a normal run does not need: Lightning's tip to install another logger, and its note that
+# the template's own model summary replaces its default one.
+NOISE = ("💡 Tip: For seamless cloud logging", "Trainer already configured with model summary")
+
+
+class CompactHelpFormatter(DefaultHelpFormatter):
+    """One line per option: its name and the first sentence of its help. The project's classes
+    are listed for ``--model``, ``--data`` and networks; every class's own options are one
+    ``--<option>.help CLASS`` away."""
+
+    def _format_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any) -> str:
+        prog = re.sub(r"^usage: |\s*\[[^]]*\]", "", self._prog)  # "cli.py fit": not the root's options
+        return f"usage: {prog} [--config FILE] [--print_config] [options]\n\n"
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text if len(text) < 400 else text.split(". ")[0] + ".")
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            return super()._format_action(action)
+        text = " ".join((self._expand_help(action) if action.help else "").split())
+        first = re.split(r"(?<=[.;])\s|\s\(type:", text)[0]
+        classes = re.search(r"known subclasses: (.*)\)$", text)
+        if classes and SHOWN_CLASSES.search(action.dest):
+            paths = classes[1].split(", ")
+            names = [
+                p.rsplit(".", 1)[-1] for p in paths if p.startswith(("lightning_modules", "datamodules"))
+            ]
+            ours = [name for name in names if name not in BASE_CLASSES]
+            first = f"{first} One of: {', '.join(ours)}."
+        line = f"  {', '.join(action.option_strings):<40} {first}"
+        return (line if len(line) <= self._width else line[: self._width - 3] + "...") + "\n"
+
+
+class TemplateParser(LightningArgumentParser):
+    """The CLI's parser: compact help, also for the ``--<option>.help CLASS`` parsers."""
+
+    def __init__(self, *args: Any, formatter_class: Any = CompactHelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+class DropLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(NOISE)
+
+
+def quiet_and_wide() -> None:
+    """For the command line: drop the known noise (exactly those messages), and give output that
+    goes to a file (SLURM logs) a wide console instead of rich's 80 columns."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropLines())
+    # torch deprecates LeafSpec(), which Lightning's own code still calls at every fit
+    warnings.filterwarnings(
+        action="ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = "160"
