@@ -101,7 +101,11 @@ class TemplateCLI(LightningCLI):
             raise user_errors.UserError(
                 user_errors.describe_parse_error(err, sub_parser, self.command)
             ) from err
+        files = [str(path) for path in self.config.get("config") or []]
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        files += [str(path) for path in config.get("config") or []]
+        for note in console.swapped_classes(self.command, files):
+            rank_zero_info(note)
         if config.get("ckpt_path") not in (None, "last", "best", "hpc"):
             check_checkpoint(config.ckpt_path, config.model)
 
@@ -174,7 +178,7 @@ class TemplateCLI(LightningCLI):
             # jsonargparse wraps a constructor's error in one that dumps the whole config: name the
             # key whose class refused its options, with the constructor's own message instead
             config = self.config[self.subcommand] if self.subcommand else self.config
-            raise user_errors.constructor_error(err, config) from err
+            raise user_errors.constructor_error(err, config)  # noqa: B904 (its cause is set)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

@@ -8,9 +8,12 @@ import logging
 import os
 import re
 import sys
+import textwrap
 import warnings
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -65,8 +68,15 @@ class CompactHelpFormatter(DefaultHelpFormatter):
             names = [
                 p.rsplit(".", 1)[-1] for p in paths if p.startswith(("lightning_modules", "datamodules"))
             ]
-            ours = [name for name in names if name not in BASE_CLASSES]
-            first = f"{first} One of: {', '.join(ours)}."
+            ours = sorted(name for name in names if name not in BASE_CLASSES)
+            first = f"One of: {', '.join(ours)} (or a class path)."
+            indent = " " * 43
+            return (
+                textwrap.fill(
+                    f"  {', '.join(action.option_strings):<40} {first}", self._width, subsequent_indent=indent
+                )
+                + "\n"
+            )
         line = f"  {', '.join(action.option_strings):<40} {first}"
         return (line if len(line) <= self._width else line[: self._width - 3] + "...") + "\n"
 
@@ -96,3 +106,38 @@ def quiet_and_wide() -> None:
     )
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "160"
+
+
+def swapped_classes(argv: list[str], files: list[str]) -> list[str]:
+    """A class given on the command line (``--model.net LinearNet``) in place of the one a config
+    file set drops that class's options: name them."""
+    merged: dict[str, Any] = {}
+    for file in files:
+        try:
+            merged = merge(merged, yaml.safe_load(Path(file).read_text()) or {})
+        except (OSError, yaml.YAMLError):
+            continue
+    notes = []
+    for flag, value in zip(argv, argv[1:], strict=False):
+        node: Any = merged
+        for key in flag[2:].split(".") if flag.startswith("--") else ["\0"]:
+            node = node.get(key, node.get("init_args", {}).get(key)) if isinstance(node, dict) else None
+        if (
+            isinstance(node, dict)
+            and node.get("init_args")
+            and value.rsplit(".", 1)[-1] != str(node.get("class_path", "")).rsplit(".", 1)[-1]
+        ):
+            dropped = ", ".join(node["init_args"])
+            notes.append(
+                f"{flag} {value} replaces {node['class_path']}: its options ({dropped}) no longer apply."
+            )
+    return notes
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out

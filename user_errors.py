@@ -29,9 +29,19 @@ from console import BASE_CLASSES
 PROJECT = Path(__file__).resolve().parent
 PROJECT_PACKAGES = ("lightning_modules", "datamodules", "callbacks", "speed")
 DEBUG = "CLI_DEBUG"
+BOUNDS = {  # the value types of jsonargparse.typing and the project, in words
+    "PositiveInt": "an integer > 0",
+    "NonNegativeInt": "an integer >= 0",
+    "AtLeastTwo": "an integer >= 2",
+    "PositiveFloat": "a number > 0",
+    "NonNegativeFloat": "a number >= 0",
+    "OpenUnitInterval": "a number in (0, 1)",
+    "ClosedUnitInterval": "a number in [0, 1]",
+    "DropProbability": "a number in [0, 1)",
+}
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A mistake in what the user gave; its message says what, where, and what to do."""
 
 
@@ -46,7 +56,7 @@ def raised_here(err: BaseException) -> bool:
 
 
 def is_user_error(err: BaseException) -> bool:
-    if isinstance(err, (UserError, MisconfigurationException, argparse.ArgumentError)):
+    if isinstance(err, (UserError, MisconfigurationException)):
         return True
     if not isinstance(err, Exception) or isinstance(err, (NotImplementedError, AssertionError)):
         return False
@@ -72,7 +82,7 @@ def main(run: Callable[[], Any]) -> Any:
             raise
         text = worker_error(err) or str(err).strip() or type(err).__name__
         lines = text.splitlines()
-        sys.stderr.write("error: " + "\n".join(lines[:5]) + f"\n  ({DEBUG}=1 shows the traceback)\n")
+        sys.stderr.write("error: " + "\n".join(lines[:4]) + f"\n  ({DEBUG}=1 shows the traceback)\n")
         raise SystemExit(2) from None
 
 
@@ -102,18 +112,21 @@ def resolve(class_path: str) -> Any:
 
 
 def constructor_error(err: BaseException, config: Any) -> BaseException:
-    """The user's mistake inside jsonargparse's wrapping of a failed constructor, as a UserError
-    that names the config key of the class that refused its options; ``err`` itself otherwise."""
-    cause = err
-    while cause is not None and not is_user_error(cause):
-        cause = cause.__cause__
+    """What to raise for jsonargparse's wrapping of a failed constructor: a UserError naming the
+    config key of the class that refused its options; a bug (or anything else) as it was raised."""
+    causes = [err]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    cause = next((c for c in causes if is_user_error(c)), None)
     if cause is None or isinstance(cause, UserError):
-        return cause or err
+        return cause or causes[-1]  # the innermost: the bug itself, with its own traceback
     classes = {resolve(path): key for key, path in class_paths(config)}
     for frame, _ in reversed(list(traceback.walk_tb(cause.__traceback__))):  # innermost first
         owner = frame.f_locals.get("self")
         if frame.f_code.co_name == "__init__" and type(owner) in classes:
-            return UserError(f"{classes[type(owner)]} ({type(owner).__name__}): {cause}")
+            error = UserError(f"{classes[type(owner)]} ({type(owner).__name__}): {cause}")
+            error.__cause__ = cause
+            return error
     return cause
 
 
@@ -225,8 +238,9 @@ def describe_parse_error(err: argparse.ArgumentError, parser: ArgumentParser, ar
         owner = classes[-1].rsplit(".", 1)[-1] if classes else flag
         needed = ", ".join(f"{flag}.{name.strip()} VALUE" for name in m[1].split(","))
         return f"{owner} needs {m[1]}: add {needed}{help_line}"
-    if m := re.search(r"Not of type \w+: (.*)", text):
-        return f"{flag}: {m[1]} (on {where(argv, files, keys)}){help_line}"
+    if m := re.search(r"Not of type (\w+): (.*)", text):
+        wanted = BOUNDS.get(m[1], f"a {m[1]}")
+        return f"{flag} must be {wanted}: {m[2]} (on {where(argv, files, keys)}){help_line}"
     if m := re.search(r"Expected a (.+?)\. Got value: (.*)", text):
         wanted = re.sub(r"<class '([\w.]+)'>", r"\1", m[1])
         return f"{flag}: expected {wanted}, got {m[2]} (on {where(argv, files, keys)}){help_line}"

@@ -25,13 +25,11 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def data_not_found(name: str, folder: Path, expected: Sequence[str], cause: str = "") -> DataNotFoundError:
-    files = "\n".join(f"  {folder / f}" for f in expected)
     reason = f" ({cause})" if cause else ""
     return DataNotFoundError(
         f"{name} not found in {folder.resolve()} and could not be downloaded{reason}.\n"
-        f"Expected:\n{files}\n"
-        f"Point to a folder that holds it with --data.data_dir PATH "
-        f"(for example --data.data_dir ../shared/data), or allow the download with network access."
+        "  Point --data.data_dir to a folder that holds it (e.g. ../shared/data), or allow the download.\n"
+        f"  Expected there: {', '.join(expected)}"
     )
 
 

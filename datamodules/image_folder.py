@@ -114,7 +114,7 @@ class ImageFolderDataModule(VisionDataModule):
                 raise ValueError(
                     f"Images under {self.data_dir} differ in size ({path} is "
                     f"{tuple(image.shape[1:])}, earlier ones {tuple(size)}); set "
-                    "--data.init_args.resize N to resize them all to N x N."
+                    "--data.resize N to resize them all to N x N."
                 )
             images.append(image)
         return images

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -145,6 +146,10 @@ class TaskModule(L.LightningModule):
                     "(a new optimizer and schedule)."
                 )
             scheduler = self.scheduler(optimizer, total_steps=total)
+            peak, lr = self.scheduler.keywords.get("max_lr"), optimizer.defaults.get("lr")
+            if peak is not None and peak != lr:
+                note = f"peak max_lr {peak}): the optimizer's lr {lr} is not used."
+                rank_zero_info(f"The one-cycle schedule sets every step's learning rate ({note}")
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler(optimizer)
         return {

@@ -22,7 +22,8 @@ class Classifier(TaskModule):
         num_classes: classes in the data (linked from the datamodule).
         input_shape: shape of one input, e.g. (1, 28, 28) (linked from the datamodule).
         task: "multiclass" or "binary" (linked from the datamodule). A binary net has one logit.
-        loss: registry name or loss module; None picks cross_entropy / bce_with_logits.
+        loss: a registry name (mse, mae, huber, log_mse, log_cosh, bce_with_logits,
+            cross_entropy), a loss class path (torch.nn.HuberLoss), or None: the task's default.
         optimizer: optimizer class and options (SGD with momentum, Adam, RMSprop, Adagrad, ...).
         scheduler: optional LR scheduler; OneCycleLR gets its total_steps from the Trainer.
         tta_flip: outside training, average the logits of each image and its horizontal mirror

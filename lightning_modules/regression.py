@@ -20,7 +20,8 @@ class Regressor(TaskModule):
         net: the network class and its options (``num_outputs`` is 1).
         input_shape: shape of one input, e.g. (3,) for [x, x^2, x^3] (linked from the datamodule).
         task: must be "regression" (linked from the datamodule).
-        loss: registry name or loss module; None picks mse.
+        loss: a registry name (mse, mae, huber, log_mse, log_cosh, bce_with_logits,
+            cross_entropy), a loss class path (torch.nn.HuberLoss), or None: the task's default.
         optimizer: optimizer class and options (``lightning_modules.optim.PlainSGD`` writes the
             update out by hand).
         scheduler: optional LR scheduler.

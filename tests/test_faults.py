@@ -36,13 +36,33 @@ def bigger_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fit_args(data: Path, run_id: str, *extra: str) -> list[str]:
     """3 epochs of mnist_cnn on the DataLoader path, 30 steps each."""
     return [
-        sys.executable, str(ROOT / "cli.py"), "fit", "--config", str(CONFIGS / "mnist_cnn.yaml"),
-        "--data.data_dir", str(data), "--data.batch_size", "32", "--trainer.max_epochs", "3",
-        "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "4",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--checkpoint.every_n_train_steps", str(STEP_SAVES), "--test_after_fit", "false",
-        "--run_id", run_id, *extra,
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "fit",
+        "--config",
+        str(CONFIGS / "mnist_cnn.yaml"),
+        "--data.data_dir",
+        str(data),
+        "--data.batch_size",
+        "32",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "30",
+        "--trainer.limit_val_batches",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.every_n_train_steps",
+        str(STEP_SAVES),
+        "--test_after_fit",
+        "false",
+        "--run_id",
+        run_id,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")

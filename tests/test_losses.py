@@ -155,3 +155,10 @@ def test_unknown_losses_are_tried_on_an_example_batch() -> None:
     with pytest.raises(ValueError, match="is for regression targets"):  # known to be regression
         build_loss(nn.SmoothL1Loss(), "multiclass")
     check_loss(Unknown(), "regression", torch.zeros(4), torch.ones(4), torch.ones(4))  # fits
+
+
+def test_the_models_help_lists_every_registered_name() -> None:
+    from lightning_modules import Classifier, Regressor
+
+    for model in (Classifier, Regressor):
+        assert all(name in model.__doc__ for name in LOSSES), model.__name__

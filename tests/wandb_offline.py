@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,20 @@ def item_key(item: Any) -> str:
 
 
 class OfflineRun:
-    """The offline run folder ``<dir>/wandb/offline-run-<time>-<id>/``, decoded."""
+    """The offline run folder ``<dir>/wandb/offline-run-<time>-<id>/``, decoded.
 
-    def __init__(self, folder: Path) -> None:
+    W&B's service process writes the file after ``run.finish()`` returns: wait (up to ``wait``
+    seconds) for the run's exit record, the last one it writes.
+    """
+
+    def __init__(self, folder: Path, wait: float = 30.0) -> None:
         self.folder = folder
-        self.records = list(records(next(folder.glob("run-*.wandb"))))
+        deadline = time.monotonic() + wait
+        while True:
+            self.records = list(records(next(folder.glob("run-*.wandb"))))
+            if self.of_type("exit") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
 
     def of_type(self, kind: str) -> list[Any]:
         return [getattr(r, kind) for r in self.records if r.WhichOneof("record_type") == kind]
