@@ -57,7 +57,10 @@ class OfflineRun:
         self.folder = folder
         deadline = time.monotonic() + wait
         while True:
-            self.records = list(records(next(folder.glob("run-*.wandb"))))
+            try:
+                self.records = list(records(next(folder.glob("run-*.wandb"))))
+            except Exception:  # a record still being written
+                self.records = []
             if self.of_type("exit") or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
