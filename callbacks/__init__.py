@@ -5,6 +5,7 @@ from callbacks.epoch_dropout import EpochDropoutReset
 from callbacks.export import StateDictExport
 from callbacks.fit_plot import FitPlot
 from callbacks.media import MediaLogger
+from callbacks.optuna_pruning import OptunaPruning
 from callbacks.predictions import PredictionWriter
 from callbacks.run_config import RunConfig
 from callbacks.wandb_extras import WandbExtras
@@ -14,6 +15,7 @@ __all__ = [
     "EpochDropoutReset",
     "FitPlot",
     "MediaLogger",
+    "OptunaPruning",
     "PredictionWriter",
     "RunConfig",
     "StateDictExport",
