@@ -6,6 +6,7 @@ from callbacks.epoch_dropout import EpochDropoutReset
 from callbacks.export import StateDictExport
 from callbacks.fit_plot import FitPlot
 from callbacks.media import MediaLogger
+from callbacks.optuna_pruning import OptunaPruning
 from callbacks.predictions import PredictionWriter
 from callbacks.run_config import RunConfig
 from callbacks.signals import GracefulStop, TrainingInterrupted
@@ -20,6 +21,7 @@ __all__ = [
     "EpochDropoutReset",
     "FitPlot",
     "MediaLogger",
+    "OptunaPruning",
     "PredictionWriter",
     "RunConfig",
     "StateDictExport",
