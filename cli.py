@@ -37,7 +37,7 @@ from runs.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from runs.files import write_json
 from runs.folders import METRICS_FILE, evaluate_in_run_folder, move_under_root_dir, prepare_run, run_dir
 from runs.lock import release_run_locks
-from runs.loggers import finish_wandb_run, prepare_wandb_loggers
+from runs.loggers import finish_wandb_run, prepare_tensorboard_loggers, prepare_wandb_loggers
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
@@ -166,6 +166,7 @@ class TemplateCLI(LightningCLI):
         elif self.subcommand is not None:
             evaluate_in_run_folder(trainer, config.ckpt_path, self.subcommand)
         prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
+        prepare_tensorboard_loggers(trainer)  # TensorBoard runs named after the run
 
     def instantiate_classes(self) -> None:
         try:
