@@ -24,6 +24,7 @@ import lightning_modules  # noqa: F401  (registers the models and networks)
 import user_errors
 from callbacks import (
     DivergenceCheck,
+    EarlyStopping,
     EpochDropoutReset,
     GracefulStop,
     PredictionWriter,
@@ -144,6 +145,11 @@ class TemplateCLI(LightningCLI):
         metric, mode = import_class(config.model.class_path).monitor
         if config.checkpoint.monitor is None:
             config.checkpoint.monitor, config.checkpoint.mode = metric, config.checkpoint.mode or mode
+        for callback in config.trainer.callbacks or []:  # early stopping likewise
+            stopping = issubclass(import_class(callback.class_path), EarlyStopping)
+            if stopping and callback.init_args.monitor is None:
+                callback.init_args.monitor = metric
+                callback.init_args.mode = callback.init_args.mode or mode
         # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
         # false, instead of Lightning refusing the combination.
         trainer = config.trainer
