@@ -24,6 +24,7 @@ import lightning_modules  # noqa: F401  (registers the models and networks)
 import user_errors
 from callbacks import (
     DivergenceCheck,
+    EarlyStopping,
     EpochDropoutReset,
     GracefulStop,
     PredictionWriter,
@@ -37,7 +38,7 @@ from runs.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from runs.files import write_json
 from runs.folders import METRICS_FILE, evaluate_in_run_folder, move_under_root_dir, prepare_run, run_dir
 from runs.lock import release_run_locks
-from runs.loggers import finish_wandb_run, prepare_wandb_loggers
+from runs.loggers import finish_wandb_run, prepare_tensorboard_loggers, prepare_wandb_loggers
 
 DESCRIPTION = (
     "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
@@ -148,6 +149,11 @@ class TemplateCLI(LightningCLI):
         metric, mode = import_class(config.model.class_path).monitor
         if config.checkpoint.monitor is None:
             config.checkpoint.monitor, config.checkpoint.mode = metric, config.checkpoint.mode or mode
+        for callback in config.trainer.callbacks or []:  # early stopping likewise
+            stopping = issubclass(import_class(callback.class_path), EarlyStopping)
+            if stopping and callback.init_args.monitor is None:
+                callback.init_args.monitor = metric
+                callback.init_args.mode = callback.init_args.mode or mode
         # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
         # false, instead of Lightning refusing the combination.
         trainer = config.trainer
@@ -170,6 +176,7 @@ class TemplateCLI(LightningCLI):
         elif self.subcommand is not None:
             evaluate_in_run_folder(trainer, config.ckpt_path, self.subcommand)
         prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
+        prepare_tensorboard_loggers(trainer)  # TensorBoard runs named after the run
 
     def instantiate_classes(self) -> None:
         try:

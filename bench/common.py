@@ -194,10 +194,16 @@ class SyncCheck(Callback):
 
 
 def run_cli(
-    config: Path, args: Sequence[str], accelerator: str, callbacks: Sequence[str] = ("bench.common.FitTimer",)
+    config: Path,
+    args: Sequence[str],
+    accelerator: str,
+    runs_dir: Path,
+    callbacks: Sequence[str] = ("bench.common.FitTimer",),
 ) -> tuple[TemplateCLI, FitTimer]:
-    """``cli.py fit --config config *args`` in this process, timed by a FitTimer."""
-    flags = ["fit", "--config", str(config), *args]
+    """``cli.py fit --config config *args`` in this process, timed by a FitTimer. The run folder
+    (checkpoints, model.pth, metrics.json) goes under ``runs_dir``, a temporary folder: a
+    benchmark leaves only its results in bench/results/."""
+    flags = ["fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(runs_dir), *args]
     if accelerator == "gpu":
         flags += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
     for callback in callbacks:

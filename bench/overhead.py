@@ -23,6 +23,7 @@ import copy
 import gc
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.common import (
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     callbacks = ["bench.common.FitTimer"] + (["bench.common.SyncCheck"] if args.check_sync else [])
 
     def lightning() -> tuple:
-        cli, timer = run_cli(args.config, flags, args.accelerator, callbacks)
+        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as runs_dir:  # its run folder
+            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), callbacks)
         return cli, timer, sum(timer.train_s), sum(timer.train_cpu_s), cli.trainer.global_step
 
     def hand_written(cli, timer) -> tuple[float, float, int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.common import (
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
             args.data_dir,
             *args.cli_args,
         ]
-        cli, timer = run_cli(args.config, flags, args.accelerator, callbacks)
-        metrics = run_metrics(cli)
+        with tempfile.TemporaryDirectory(prefix="bench-time-to-accuracy-") as runs_dir:
+            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), callbacks)
+            metrics = run_metrics(cli)
         if args.metric not in metrics:
             raise RuntimeError(
                 f"{args.metric} not in the run's metrics {sorted(metrics)}; "

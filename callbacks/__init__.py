@@ -2,6 +2,7 @@
 
 from callbacks.checkpoint import RunCheckpoint
 from callbacks.divergence import DivergenceCheck, TrainingDiverged
+from callbacks.early_stopping import EarlyStopping
 from callbacks.epoch_dropout import EpochDropoutReset
 from callbacks.export import StateDictExport
 from callbacks.fit_plot import FitPlot
@@ -14,6 +15,7 @@ from callbacks.wandb_extras import WandbExtras
 
 __all__ = [
     "DivergenceCheck",
+    "EarlyStopping",
     "GracefulStop",
     "RunCheckpoint",
     "TrainingDiverged",

@@ -8,9 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
+from PIL import Image
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
+from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
 from runs.files import atomic_path
@@ -28,6 +31,9 @@ def log_image(trainer: L.Trainer, key: str, path: Path, caption: str) -> None:
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):
             logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):  # no log_image: the SummaryWriter takes a tensor
+            image = pil_to_tensor(Image.open(path).convert("RGB"))  # (3, H, W) uint8
+            logger.experiment.add_image(key, image, global_step=trainer.global_step)
 
 
 def batch_figure(images: torch.Tensor, labels: list[str], columns: int = 8) -> Figure:
@@ -64,6 +70,9 @@ class MediaLogger(Callback):
     - The validation confusion matrix after each validation epoch and for the best checkpoint
       (the CLI validates it after fit), for classifiers (models with ``num_classes``).
 
+    Listed twice (the W&B and TensorBoard presets stacked), the first one logs to every logger and
+    the second does nothing.
+
     Args:
         num_images: images in the training-batch grid (0: no grid).
         confusion_matrix: plot the validation confusion matrix.
@@ -77,6 +86,9 @@ class MediaLogger(Callback):
         self.matrix: MulticlassConfusionMatrix | BinaryConfusionMatrix | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if next(c for c in trainer.callbacks if isinstance(c, MediaLogger)) is not self:
+            self.grid_done, self.media_dir, self.matrix = True, None, None  # the first one logs
+            return
         folder = run_dir(trainer)
         self.media_dir = folder / "media" if folder is not None else None
         num_classes = getattr(pl_module, "num_classes", None)

@@ -1,16 +1,18 @@
 """The run folder's bookkeeping: the resolved config (never over an earlier one, also handed to
-W&B), the folder's lock, and no folder left behind by a run that failed before training."""
+W&B and TensorBoard), the folder's lock, and no folder left behind by a run that failed before
+training."""
 
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.signals import TrainingInterrupted
@@ -38,6 +40,8 @@ class RunConfig(SaveConfigCallback):
       option, data and trainer included, not only the model's hyperparameters) and the run
       directory, and the directory records the W&B run id (``wandb_run_id.txt``) so that a
       restart continues the same W&B run;
+    - every TensorBoard logger gets it too: as hyperparameters (HPARAMS tab, nested keys joined
+      by "/") and as YAML text (TEXT tab, ``config``);
     - fit locks the folder (``runs.lock``: one process per run) and clears what writers killed
       mid-write left there;
     - a fit that fails before its first step, in a folder it started, removes that folder.
@@ -63,11 +67,17 @@ class RunConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        loggers = [log for log in trainer.loggers if isinstance(log, (WandbLogger, TensorBoardLogger))]
         if not loggers:
             return
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        text = self.parser.dump(self.config, skip_none=False)
+        config = yaml.safe_load(text)
         for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # Before Trainer.fit logs the model's hyperparameters: TensorBoard shows the first set.
+                logger.log_hyperparams(config)
+                logger.experiment.add_text("config", textwrap.indent(text, "    "))  # a code block
+                continue
             run = logger.experiment
             run.config.update({**config, "run_dir": str(self._run_dir)}, allow_val_change=True)
             if self._run_dir is not None:

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lightning_modules.losses import build_loss, check_loss
+from lightning_modules.weights import load_weights
 
 
 class NetFactory(Protocol):
@@ -27,6 +28,22 @@ def leaves_total_steps_open(scheduler: Any) -> bool:
     return getattr(scheduler, "keywords", {}).get("total_steps", 0) is None
 
 
+def freeze_parameters(net: nn.Module, prefixes: Sequence[str]) -> None:
+    """``requires_grad = False`` for the parameters whose names start with one of ``prefixes``
+    (a whole name part: ``features`` takes ``features.0.weight``, not ``features_x.weight``)."""
+    parameters = dict(net.named_parameters())
+    for prefix in prefixes:
+        chosen = [p for name, p in parameters.items() if name == prefix or name.startswith(f"{prefix}.")]
+        if not chosen:
+            parts = sorted({name.split(".")[0] for name in parameters})
+            raise ValueError(
+                f"--model.freeze {prefix!r} names no parameter of the network. Its parts: {parts} "
+                "(full names: python scripts/inspect_model.py --config ..., without the 'net.')."
+            )
+        for parameter in chosen:
+            parameter.requires_grad_(False)
+
+
 class TaskModule(L.LightningModule):
     """Builds ``net(num_outputs)``, materializes its lazy layers on ``input_shape``, checks that
     the loss fits ``task``, and runs one shared step for train/val/test.
@@ -34,6 +51,10 @@ class TaskModule(L.LightningModule):
     Subclasses define the metrics (``make_metrics``), how outputs meet the loss and the metrics
     (``loss_inputs``, ``metric_inputs``), ``predict_step`` and ``monitor`` (the checkpoint's
     quality metric and whether higher is better).
+
+    Fine-tuning: ``init_weights`` loads network weights (a ``model.pth`` or a checkpoint) into the
+    new network, strictly; the run itself starts fresh (optimizer, schedule, epoch 0). ``freeze``
+    stops the gradients of the named parts (BatchNorm running statistics still update in training).
     """
 
     monitor: tuple[str, str] = ("val/loss", "min")
@@ -48,6 +69,8 @@ class TaskModule(L.LightningModule):
         optimizer: OptimizerCallable,
         scheduler: LRSchedulerCallable | None,
         log_train_metrics: bool = True,
+        init_weights: str | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.task = task
@@ -61,6 +84,9 @@ class TaskModule(L.LightningModule):
         with torch.no_grad():  # materialize lazy layers so summaries and optimizers see shapes
             self.net.eval()(*self.example_args())
         self.net.train()
+        if init_weights is not None:
+            load_weights(self.net, init_weights)
+        freeze_parameters(self.net, freeze or [])
         self.train_metrics = self.make_metrics().clone(prefix="train/")
         self.val_metrics = self.make_metrics().clone(prefix="val/")
         self.test_metrics = self.make_metrics().clone(prefix="test/")
@@ -131,7 +157,7 @@ class TaskModule(L.LightningModule):
         self.resumed_total_steps = schedulers[0].get("total_steps")  # a one-cycle schedule's length
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])  # not the frozen
         if self.scheduler is None:
             return optimizer
         if leaves_total_steps_open(self.scheduler):  # one-cycle: stepped every batch

@@ -30,6 +30,9 @@ class Classifier(TaskModule):
             (test-time augmentation; only for data whose labels survive a flip).
         log_train_metrics: update and log the metrics on training batches too (``train/acc``...);
             false logs the training loss alone (validation and test metrics are kept).
+        init_weights: a ``model.pth`` or checkpoint whose network weights start this run (the
+            optimizer and epoch start afresh); it must fit the network exactly.
+        freeze: name prefixes of network parameters that stay fixed, e.g. [features].
     """
 
     monitor = ("val/acc", "max")
@@ -45,6 +48,8 @@ class Classifier(TaskModule):
         scheduler: LRSchedulerCallable | None = None,
         tta_flip: bool = False,
         log_train_metrics: bool = True,
+        init_weights: str | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         if task not in ("multiclass", "binary"):
             raise ValueError(
@@ -54,8 +59,20 @@ class Classifier(TaskModule):
         self.num_classes = num_classes
         self.tta_flip = tta_flip
         num_outputs = 1 if task == "binary" else num_classes
-        super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler, log_train_metrics)
-        self.save_hyperparameters()
+        super().__init__(
+            net,
+            num_outputs,
+            input_shape,
+            task,
+            loss,
+            optimizer,
+            scheduler,
+            log_train_metrics,
+            init_weights=init_weights,
+            freeze=freeze,
+        )
+        # A checkpoint holds its weights: rebuilding it must not need the file it started from.
+        self.save_hyperparameters(ignore=["init_weights"])
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:  # -> (B, outputs)
         out = self.net(x, *rest)

@@ -27,6 +27,9 @@ class Regressor(TaskModule):
         scheduler: optional LR scheduler.
         log_train_metrics: update and log the metrics on training batches too (``train/mae``,
             ``train/mse``); false logs the training loss alone.
+        init_weights: a ``model.pth`` or checkpoint whose network weights start this run (the
+            optimizer and epoch start afresh); it must fit the network exactly.
+        freeze: name prefixes of network parameters that stay fixed, e.g. [linear].
     """
 
     def __init__(
@@ -38,16 +41,30 @@ class Regressor(TaskModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         log_train_metrics: bool = True,
+        init_weights: str | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         if task != "regression":
             raise ValueError(
                 f"Regressor needs real-valued targets, but the data's task is {task!r}; "
                 "use Classifier for class labels."
             )
-        super().__init__(net, 1, input_shape, task, loss, optimizer, scheduler, log_train_metrics)
+        super().__init__(
+            net,
+            1,
+            input_shape,
+            task,
+            loss,
+            optimizer,
+            scheduler,
+            log_train_metrics,
+            init_weights=init_weights,
+            freeze=freeze,
+        )
         # The CLI links num_classes into every model; a regressor takes none, and a checkpoint that
-        # recorded it would fail to rebuild the model (validate/test/predict --ckpt_path).
-        self.save_hyperparameters(ignore=["num_classes"])
+        # recorded it would fail to rebuild the model (validate/test/predict --ckpt_path). A
+        # checkpoint holds its weights: rebuilding it must not need the file it started from.
+        self.save_hyperparameters(ignore=["num_classes", "init_weights"])
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"mae": MeanAbsoluteError(), "mse": MeanSquaredError()})

@@ -47,16 +47,65 @@ def network_file(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_network_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network weights in ``path``: a ``model.pth`` of this project, a Lightning checkpoint
-    of a TaskModule, or a plain ``state_dict`` of the bare network."""
-    content = torch.load(path, map_location="cpu", weights_only=True)
+def network_state(content: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights in the loaded content of ``path`` (see ``read_network_state``)."""
     if isinstance(content, Mapping) and "state_dict" in content:
         state = content["state_dict"]
         return net_state(state) if "pytorch-lightning_version" in content else dict(state)
     if isinstance(content, Mapping) and all(isinstance(v, torch.Tensor) for v in content.values()):
         return dict(content)
     raise ValueError(f"{path} holds no network weights (a {type(content).__name__}).")
+
+
+def read_network_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights in ``path``: a ``model.pth`` of this project, a Lightning checkpoint
+    of a TaskModule, or a plain ``state_dict`` of the bare network."""
+    return network_state(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def described(content: Any, state: Mapping[str, torch.Tensor]) -> str:
+    """What a weights file holds, in words, for error messages."""
+    spec = content.get("net") if isinstance(content, Mapping) else None
+    if spec:
+        kind = f"a model.pth of {spec['class_path']} with {content['num_outputs']} outputs"
+    elif isinstance(content, Mapping) and "pytorch-lightning_version" in content:
+        kind = "a Lightning checkpoint"
+    else:
+        kind = "a state_dict"
+    return f"{kind}, {len(state)} tensors"
+
+
+def load_weights(net: nn.Module, path: str | Path) -> None:
+    """Load the network weights in ``path`` (see ``read_network_state``) into ``net``, strictly.
+
+    A file that does not fit, with keys missing, unexpected or of another shape, is a ValueError
+    whose one line names them and says what the file holds.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file (a model.pth or a checkpoint was expected).")
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    state, own = network_state(content, path), net.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    shapes = [
+        f"{key} {tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the network"
+        for key in sorted(own.keys() & state.keys())
+        if state[key].shape != own[key].shape
+    ]
+    problems = [
+        f"{len(missing)} missing ({listed(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({listed(unexpected)})" if unexpected else "",
+        f"shapes differ: {listed(shapes)}" if shapes else "",
+    ]
+    if any(problems):
+        raise ValueError(
+            f"{path} does not fit the network: {'; '.join(p for p in problems if p)}. "
+            f"The file holds {described(content, state)}."
+        )
+    net.load_state_dict(state)
+
+
+def listed(items: Sequence[str], most: int = 3) -> str:
+    return ", ".join(items[:most]) + (f", ... ({len(items) - most} more)" if len(items) > most else "")
 
 
 def build_network(spec: Mapping[str, Any], num_outputs: int, input_shape: Sequence[int]) -> nn.Module:

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from runs.folders import logger_class, logger_specs
@@ -45,6 +45,19 @@ def prepare_wandb_loggers(trainer_config: Any) -> None:
             f"{wandb_dir}. Upload later with `wandb sync {wandb_dir}/offline-run-<time>-<id>` "
             "(printed at the end)."
         )
+
+
+def prepare_tensorboard_loggers(trainer_config: Any) -> None:
+    """A TensorBoard logger after the first logger, left without a ``name``, follows the run: it
+    takes the first logger's name, and its version when the run is named (``--run_id``, SLURM),
+    so a resumed run keeps writing into the same TensorBoard run (configs/logger/tensorboard.yaml)."""
+    specs = logger_specs(trainer_config)
+    for spec in specs[1:]:
+        if issubclass(logger_class(spec), TensorBoardLogger) and spec.init_args.get("name") is None:
+            first = specs[0].get("init_args") or {}
+            spec.init_args.name = first.get("name")
+            if spec.init_args.get("version") is None:
+                spec.init_args.version = first.get("version")
 
 
 def finish_wandb_run(exit_code: int = 0) -> None:

@@ -18,6 +18,11 @@ id, so a requeued job does this by itself) keeps the finished folds and resumes 
 one from its last checkpoint. ``--launcher`` starts each fold differently, e.g. on all GPUs of a
 SLURM allocation (``--launcher "srun python"``) or of a node (``--launcher "torchrun
 --nproc-per-node 4"``, with configs/trainer/ddp.yaml).
+
+Folds as separate jobs (scripts/slurm/kfold_array.sbatch, one SLURM array task per fold, whose
+default group is the array's job id): ``--fold I`` trains fold I alone, and the summary is
+written by whichever fold finishes last; ``--summarize`` writes it from the finished folds
+without training (an error names the unfinished ones).
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ CLI = Path(__file__).resolve().parents[1] / "cli.py"
 
 
 def default_group() -> str:
-    job = os.environ.get("SLURM_JOB_ID")
+    # the tasks of a job array (one fold each) share the array's job id
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     return f"kfold-slurm-{job}" if job else time.strftime("kfold-%Y%m%d-%H%M%S")
 
 
@@ -66,9 +72,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=sys.executable,
         help='command that runs cli.py for each fold, e.g. "srun python" (default: this Python).',
     )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--fold", type=int, default=None, help="train this fold only (0 to k - 1).")
+    only.add_argument(
+        "--summarize", action="store_true", help="train nothing: summarize the finished folds of --group."
+    )
     args, cli_args = parser.parse_known_args(argv)
     if args.num_folds < 2:
         parser.error(f"--num_folds must be at least 2, got {args.num_folds}")
+    if args.fold is not None and not 0 <= args.fold < args.num_folds:
+        parser.error(
+            f"--fold must be in 0..{args.num_folds - 1} for --num_folds {args.num_folds}, got {args.fold}"
+        )
+    if args.summarize and args.group is None:
+        parser.error("--summarize needs the --group of the folds")
     return args, [a for a in cli_args if a != "--"]
 
 
@@ -140,22 +157,33 @@ def run_fold(
         )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def finished(folder: Path, fold: int) -> bool:
+    return (folder / f"fold_{fold}" / "metrics.json").is_file()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args, cli_args = parse_args(argv)
     group = args.group or default_group()
     root = experiment_folder(resolved_config(cli_args))
+    folder, k = root / group, args.num_folds
+    to_train = [] if args.summarize else [args.fold] if args.fold is not None else range(k)
+    for fold in to_train:
+        if not finished(folder, fold):
+            run_fold(shlex.split(args.launcher), cli_args, k, fold, group, wandb_group=f"{root.name}/{group}")
+    unfinished = [fold for fold in range(k) if not finished(folder, fold)]
+    if unfinished and args.fold is not None:  # other jobs train them; the last one summarizes
+        Console().print(f"fold {args.fold} of {folder} done; folds {unfinished} are not finished yet")
+        return None
+    if unfinished:
+        sys.exit(f"folds {unfinished} of {folder} are not finished: train them first (--fold I).")
+    return summarize_folds(folder, k, group, cli_args)
+
+
+def summarize_folds(folder: Path, k: int, group: str, cli_args: list[str]) -> dict[str, Any]:
+    """Print the folds' table and write ``kfold.json``."""
     folds = []
-    for fold in range(args.num_folds):
-        run_dir = root / group / f"fold_{fold}"
-        if not (run_dir / "metrics.json").is_file():
-            run_fold(
-                shlex.split(args.launcher),
-                cli_args,
-                args.num_folds,
-                fold,
-                group,
-                wandb_group=f"{root.name}/{group}",
-            )
+    for fold in range(k):
+        run_dir = folder / f"fold_{fold}"
         result = json.loads((run_dir / "metrics.json").read_text())
         folds.append(
             {
@@ -168,18 +196,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fold_metrics = [fold["metrics"] for fold in folds]
     summary = summarize(fold_metrics)
     report = {
-        "num_folds": args.num_folds,
+        "num_folds": k,
         "group": group,
         "cli_args": cli_args,
         "std": "sample standard deviation (n - 1) over the folds",
         "folds": folds,
         "summary": summary,
     }
-    path = root / group / "kfold.json"
+    path = folder / "kfold.json"
     write_json(path, report, sort_keys=False)  # never a half-written summary
     console = Console()
-    title = f"{args.num_folds}-fold cross-validation, {root / group}"
-    console.print(table(fold_metrics, summary, title))
+    console.print(table(fold_metrics, summary, f"{k}-fold cross-validation, {folder}"))
     console.print(f"summary: {path}")
     return report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -100,3 +101,26 @@ def test_kfold_command_trains_every_fold_and_reports_them(tmp_path: Path, mnist_
     assert report["summary"]["val/acc"]["mean"] == pytest.approx(statistics.fmean(fold_acc))
     assert report["summary"]["val/acc"]["std"] == pytest.approx(statistics.stdev(fold_acc))
     assert "mean ± std" in done.stdout and "val/acc" in done.stdout
+
+
+def test_folds_as_array_tasks_and_the_last_one_summarizes(mnist_dir: Path) -> None:
+    env = {**os.environ, "SLURM_ARRAY_JOB_ID": "77", "SLURM_JOB_ID": "79"}  # task 1 of array job 77
+    config = ["--config", str(CONFIGS / "mnist_softmax.yaml"), "--data.data_dir", str(mnist_dir)]
+    config += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+
+    def kfold(*options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(KFOLD), "--num_folds", "2", *options, *config]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    group = Path("logs/mnist_softmax/kfold-slurm-77")  # the array's job id, shared by its tasks
+    done = kfold("--fold", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "folds [0] are not finished yet" in " ".join(done.stdout.split())
+    assert sorted(p.name for p in group.iterdir()) == ["fold_1"]
+    done = kfold("--summarize", "--group", group.name)
+    assert done.returncode == 1 and "folds [0] of" in done.stderr
+    done = kfold("--fold", "0")  # the last fold to finish writes the summary
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((group / "kfold.json").read_text())
+    assert [fold["fold"] for fold in report["folds"]] == [0, 1]
+    assert kfold("--summarize", "--group", group.name).returncode == 0

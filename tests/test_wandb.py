@@ -187,10 +187,12 @@ def sweep_trial(sweep: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
 def test_sweep_trials_are_valid_cli_commands(
-    sweep_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    sweep_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     sweep = yaml.safe_load(sweep_path.read_text())
-    command = sweep_trial(sweep)
+    local = tmp_path / "data.yaml"  # the machine's configs/local/data.yaml, as an agent job writes it
+    local.write_text(yaml.safe_dump({"data": {"init_args": {"data_dir": str(tmp_path)}}}))
+    command = [str(local) if part == "configs/local/data.yaml" else part for part in sweep_trial(sweep)]
     assert command[:2] == ["cli.py", "fit"], shlex.join(command)
     assert sweep["metric"]["name"].startswith("val/")
     monkeypatch.chdir(CONFIGS.parent)  # the agent runs from the repository root
