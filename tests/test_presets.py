@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from cli import cli_main
 from tests.conftest import CONFIGS
 
-PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "sweeps")
+PRESETS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("sweeps", "search"))
 # Presets that need a GPU, several processes or SLURM: parsed here, run elsewhere.
 NOT_ON_ONE_CPU = {"trainer/gpu.yaml", "trainer/gpu_bf16.yaml", "trainer/ddp.yaml", "trainer/slurm.yaml"}
 NOT_ON_ONE_CPU |= {"trainer/ddp_cpu.yaml"}  # runs on CPUs, in tests/test_ddp.py
