@@ -37,6 +37,7 @@ from bench.common import (
     run_cli,
     write_results,
 )
+from speed.runtime import CPUSpeedups
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,7 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
     def hand_written(cli, timer) -> tuple[float, float, int, int]:
         loader = cli.datamodule.train_dataloader()
         net = copy.deepcopy(timer.initial_net)  # the Lightning run's initial weights, every time
-        return hand_written_fit(cli.model, net, loader, cli.trainer.global_step, cli.trainer.precision)
+        # the process settings the Lightning run trained under (the speed layer's), for the loop too
+        speedups = [c for c in cli.trainer.callbacks if isinstance(c, CPUSpeedups)]
+        for callback in speedups:
+            callback.setup(cli.trainer, cli.model, "fit")
+        try:
+            return hand_written_fit(cli.model, net, loader, cli.trainer.global_step, cli.trainer.precision)
+        finally:
+            for callback in speedups:
+                callback.teardown(cli.trainer, cli.model, "fit")
 
     # warm-up pair, not counted: imports, allocator, kernel caches
     cli, timer, *_ = lightning()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lightning.pytorch import callbacks
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStoppingCallback
 
 
-class EarlyStopping(callbacks.EarlyStopping):
+class EarlyStopping(LightningEarlyStoppingCallback):
     """Lightning's ``EarlyStopping`` whose ``monitor`` may be left out: the CLI then fills in the
     model's own quality metric and mode, as for the checkpoint (``val/acc``, max for classifiers;
     ``val/loss``, min for regressors), so one preset serves every model.

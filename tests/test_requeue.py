@@ -179,3 +179,47 @@ def test_finished_named_run_is_never_written_into(tmp_path: Path, mnist_dir: Pat
         with pytest.raises(FileExistsError, match="holds a finished run"):
             cli_main([*args, *extra])
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_default_root_dir_holds_everything_the_run_writes(tmp_path: Path, mnist_dir: Path) -> None:
+    cli_main(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENT),
+            "--config",
+            str(CONFIGS / "logger" / "wandb.yaml"),
+            "--trainer.default_root_dir",
+            "elsewhere",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.data_dir",
+            str(mnist_dir),
+            "--run_id",
+            "moved",
+        ]
+    )
+    cli_main(
+        [
+            "predict",
+            "--config",
+            str(EXPERIMENT),
+            "--trainer.default_root_dir",
+            "elsewhere",
+            "--data.data_dir",
+            str(mnist_dir),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--ckpt_path",
+            "elsewhere/logs/mnist_softmax/moved/checkpoints/last.ckpt",
+        ]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
+    run = tmp_path / "elsewhere" / "logs" / "mnist_softmax" / "moved"
+    assert (run / "metrics.json").is_file() and (run / "model.pth").is_file()
+    assert list((run / "predict").glob("version_0/predictions.csv"))  # evaluations beside their run
+    assert list((tmp_path / "elsewhere" / "logs" / "wandb").glob("offline-run-*"))
