@@ -31,15 +31,17 @@ class ResumableLoader(DataLoader):
     def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
         super().__init__(dataset, *args, **kwargs)
         self.delivered = 0  # batches of the current epoch handed to training
-        self.skip = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
     def __iter__(self) -> Iterator[Any]:
-        sampler = self.sampler
+        sampler, skip = self.sampler, 0
         if isinstance(sampler, EpochOrderSampler):
-            sampler.start = self.skip * self.batch_size
+            if self.resume_at is not None and self.resume_at[0] == sampler.epoch:
+                skip = self.resume_at[1]  # only in the epoch it was saved in
+            sampler.start = skip * self.batch_size
             if self.generator is not None:
                 self.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) % (1 << 63))
-        self.delivered, self.skip = self.skip, 0
+        self.delivered, self.resume_at = skip, None
         for batch in super().__iter__():
             self.delivered += 1
             yield batch
@@ -51,7 +53,7 @@ class ResumableLoader(DataLoader):
         # called before the epoch's iterator exists (and before set_epoch): take the epoch too
         if isinstance(self.sampler, EpochOrderSampler):
             self.sampler.set_epoch(state["epoch"])
-            self.skip = state["batches"] if state["batches"] < len(self) else 0
+            self.resume_at = (state["epoch"], state["batches"])
 
 
 def training_loader(

@@ -148,7 +148,8 @@ class DeviceLoader:
         # CIFAR-10 speed runs); the same coins on every process.
         coins = torch.randint(0, 2, (len(images),), generator=epoch_generator(seed, -1))
         self.flip_coins = coins.bool().to(images.device)
-        self.delivered = self.skip = 0
+        self.delivered = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
 
     @property
     def device(self) -> torch.device:
@@ -176,7 +177,8 @@ class DeviceLoader:
         draws = {k: v.to(self.device, non_blocking=True) for k, v in draws.items()}
         if self.flip == "alternate":
             draws["flip"] = self.flip_coins[order] ^ bool(self.sampler.epoch % 2)
-        self.delivered, self.skip = self.skip, 0  # a resumed epoch starts where it stopped
+        resume_at, self.resume_at = self.resume_at, None  # a resumed epoch starts where it stopped
+        self.delivered = resume_at[1] if resume_at and resume_at[0] == self.sampler.epoch else 0
         for start in range(self.delivered * self.batch_size, len(order), self.batch_size):
             self.delivered += 1
             part = slice(start, start + self.batch_size)
@@ -195,7 +197,7 @@ class DeviceLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
-        self.skip = state["batches"] if state["batches"] < len(self) else 0
+        self.resume_at = (state["epoch"], state["batches"])
 
 
 def resident_loader(data: Any, split: str) -> DeviceLoader:
