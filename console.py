@@ -104,6 +104,10 @@ def quiet_and_wide() -> None:
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
+    # a restarted run's folder: runs/folders.py has moved metrics.csv aside, nothing is deleted
+    warnings.filterwarnings(
+        action="ignore", message=r"Experiment logs directory .* exists and is not empty", category=UserWarning
+    )
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "160"
 
