@@ -81,6 +81,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_steps = every_n_train_steps
         self.last_interval = train_time_interval.total_seconds() if train_time_interval else None
         self._last_saved_at = time.monotonic()
+        self._last_saved_step: int | None = None
         self._resume: dict[str, Any] | None = None
 
     def write_last(self, trainer: L.Trainer) -> None:
@@ -91,6 +92,7 @@ class RunCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(path, weights_only=False)
         self.last_model_path = str(path)
         self._last_saved_at = time.monotonic()
+        self._last_saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
@@ -104,6 +106,12 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # the best checkpoint, after validation
         self.write_last(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed from a checkpoint with nothing left to train (its last.ckpt was damaged)
+        # still leaves a whole last.ckpt behind
+        if self._last_saved_step != trainer.global_step:
+            self.write_last(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # what an exact resume needs beyond Lightning's own state: the random generators, and where

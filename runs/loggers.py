@@ -14,10 +14,17 @@ from runs.folders import logger_class, logger_specs
 
 def wandb_has_credentials() -> bool:
     """Whether W&B itself finds a key (environment, settings files, or what ``wandb login``
-    wrote), asked without a prompt and without contacting the server."""
+    wrote), asked without a prompt and without contacting the server: the public
+    ``wandb.login`` ends by asking the server whose key it is (to print "logged in as"), which
+    starts W&B's service and waits on the network, so its silent form is called where it exists."""
     import wandb
 
-    return bool(wandb.login(prompt=False, verify=False))
+    try:
+        from wandb.sdk.wandb_login import _login
+
+        return bool(_login(prompt=False, verify=False, update_api_key=False, _silent=True)[0])
+    except (ImportError, TypeError):  # a W&B release without it
+        return bool(wandb.login(prompt=False, verify=False))
 
 
 def prepare_wandb_loggers(trainer_config: Any) -> None:

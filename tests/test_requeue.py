@@ -223,3 +223,33 @@ def test_default_root_dir_holds_everything_the_run_writes(tmp_path: Path, mnist_
     assert (run / "metrics.json").is_file() and (run / "model.pth").is_file()
     assert list((run / "predict").glob("version_0/predictions.csv"))  # evaluations beside their run
     assert list((tmp_path / "elsewhere" / "logs" / "wandb").glob("offline-run-*"))
+
+
+def test_a_damaged_last_checkpoint_of_a_trained_run_is_rewritten(tmp_path: Path, mnist_dir: Path) -> None:
+    """Killed after its last epoch, before it finished: the restart skips the damaged ``last.ckpt``,
+    resumes from the best checkpoint with nothing left to train, and still leaves a whole one."""
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENT),
+        "--run_id",
+        "cut",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--test_after_fit",
+        "false",  # no metrics.json: the run is not finished
+        "--data.data_dir",
+        str(mnist_dir),
+    ]
+    cli_main(args)
+    last = Path("logs/mnist_softmax/cut/checkpoints/last.ckpt")
+    whole = torch.load(last, weights_only=True)
+    last.write_bytes(last.read_bytes()[:1000])
+    cli_main(args)
+    rewritten = torch.load(last, weights_only=True)
+    assert rewritten["global_step"] == whole["global_step"]
+    assert all(torch.equal(v, rewritten["state_dict"][k]) for k, v in whole["state_dict"].items())

@@ -319,7 +319,8 @@ def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
 
 
 def python_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # pytest-xdist sets 80
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args],
         capture_output=True,
@@ -372,3 +373,19 @@ def test_a_normal_run_prints_no_third_party_noise(tmp_path: Path) -> None:
     for noise in ("litlogger", "already configured with model summary", "LeafSpec", "Warning"):
         assert noise not in output, noise
     assert "MeanAbsoluteError" in output  # the model summary's type names, not cut at 80 columns
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(capsys, tmp_path: Path) -> None:
+    answer([*POLY, "--trainer.fast_dev_run", "false", "--model.loss", "log_mse"], capsys)  # fails in setup
+    answer([*POLY, "--trainer.fast_dev_run", "false", "--model.loss", "log_mse", "--run_id", "named"], capsys)
+    assert not list(tmp_path.glob("logs/*/*"))
+
+
+def test_a_one_cycle_schedule_is_not_stretched(mnist_dir: Path, capsys) -> None:
+    data = ["--data.data_dir", str(mnist_dir), "--trainer.enable_progress_bar", "false"]
+    short = ["--trainer.limit_train_batches", "2", "--test_after_fit", "false"]
+    cli_main(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), *data, *short, "--run_id", "first"])
+    last = "logs/mnist_cnn/first/checkpoints/last.ckpt"
+    longer = [*data, *short, "--trainer.max_epochs", "2", "--ckpt_path", last, "--run_id", "more"]
+    lines = answer(["fit", "--config", str(CONFIGS / "mnist_cnn.yaml"), *longer], capsys)
+    assert "one-cycle schedule cannot be stretched" in lines[0] and "--model.init_weights" in lines[0]
