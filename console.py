@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, set_dumper
 from lightning.pytorch.cli import LightningArgumentParser
 
 SUBCOMMANDS = {
@@ -81,11 +81,26 @@ class CompactHelpFormatter(DefaultHelpFormatter):
         return (line if len(line) <= self._width else line[: self._width - 3] + "...") + "\n"
 
 
+class NumberDumper(yaml.SafeDumper):
+    """YAML as jsonargparse writes it, with its bounded numbers (``PositiveInt``, ...) written as
+    the numbers they are: a value that a swapped class keeps (``--model.net X`` where X takes a
+    plain ``int hidden``) would otherwise fail to print or save."""
+
+
+NumberDumper.add_multi_representer(int, yaml.SafeDumper.represent_int)
+NumberDumper.add_multi_representer(float, yaml.SafeDumper.represent_float)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=NumberDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
+
+
 class TemplateParser(LightningArgumentParser):
     """The CLI's parser: compact help, also for the ``--<option>.help CLASS`` parsers."""
 
     def __init__(self, *args: Any, formatter_class: Any = CompactHelpFormatter, **kwargs: Any) -> None:
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        set_dumper("yaml", dump_yaml)
 
 
 class DropLines(logging.Filter):
@@ -114,7 +129,7 @@ def quiet_and_wide() -> None:
 
 def swapped_classes(argv: list[str], files: list[str]) -> list[str]:
     """A class given on the command line (``--model.net LinearNet``) in place of the one a config
-    file set drops that class's options: name them."""
+    file set keeps only those of that class's options the new class also takes: name them."""
     merged: dict[str, Any] = {}
     for file in files:
         try:
@@ -131,9 +146,10 @@ def swapped_classes(argv: list[str], files: list[str]) -> list[str]:
             and node.get("init_args")
             and value.rsplit(".", 1)[-1] != str(node.get("class_path", "")).rsplit(".", 1)[-1]
         ):
-            dropped = ", ".join(node["init_args"])
+            options = ", ".join(node["init_args"])
             notes.append(
-                f"{flag} {value} replaces {node['class_path']}: its options ({dropped}) no longer apply."
+                f"{flag} {value} replaces {node['class_path']}: of the options the config gave it "
+                f"({options}), only those {value.rsplit('.', 1)[-1]} also takes are kept."
             )
     return notes
 

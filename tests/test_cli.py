@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cli import cli_main
@@ -129,3 +130,32 @@ def test_missing_data_fails_with_a_clear_message(tmp_path: Path, monkeypatch) ->
                 "true",
             ]
         )
+
+
+class PlainHidden(torch.nn.Module):
+    """A user's network whose ``hidden`` is a plain int, where the CNN's is a PositiveInt."""
+
+    def __init__(self, num_outputs: int, hidden: int = 8) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.LazyLinear(hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def test_a_swapped_network_keeps_the_options_it_shares(
+    mnist_dir: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    swap = ["--config", str(CONFIGS / "mnist_cnn.yaml"), "--model.net", f"{__name__}.PlainHidden"]
+    with pytest.raises(SystemExit):
+        run_cli(["fit", *swap, "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["net"]["init_args"] == {
+        "hidden": 256
+    }
+    run_cli(["fit", *swap, "--data.data_dir", str(mnist_dir), "--trainer.fast_dev_run", "true"])
+    assert "(channels, batch_norm, block_pool, head, hidden), only those PlainHidden also" in caplog.text

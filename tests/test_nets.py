@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 
 import pytest
 import torch
@@ -14,10 +16,22 @@ import lightning_modules.nets as nets
 from datamodules.sequences import MNISTRowsDataModule, pad_batch
 from lightning_modules.nets import CNN, EpochDropout, LinearNet, RecurrentNet, SpatialPyramidPool
 
-NETWORKS = sorted(
-    name for name in nets.__all__ if "num_outputs" in inspect.signature(getattr(nets, name)).parameters
-)
-CASES = [(name, shape) for name in NETWORKS for shape in getattr(nets, name).input_shapes]
+
+def find_networks() -> dict[str, type[nn.Module]]:
+    """Every network defined in a module of ``lightning_modules/nets/``: a new file is tested
+    from the moment it exists, exported or not."""
+    found = {}
+    for module in pkgutil.iter_modules(nets.__path__):
+        contents = importlib.import_module(f"{nets.__name__}.{module.name}")
+        for name, cls in vars(contents).items():
+            if inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == contents.__name__:
+                if "num_outputs" in inspect.signature(cls).parameters:
+                    found[name] = cls
+    return found
+
+
+NETWORKS = find_networks()
+CASES = [(name, shape) for name, cls in sorted(NETWORKS.items()) for shape in cls.input_shapes]
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
 
@@ -30,7 +44,7 @@ def test_network_builds_trains_and_round_trips(name: str, shape: tuple[int, ...]
     """Built from ``num_outputs`` alone, forward and backward on each declared input shape give
     finite logits and gradients for every parameter; the state_dict reloads to the same outputs."""
     torch.manual_seed(0)
-    cls = getattr(nets, name)
+    cls = NETWORKS[name]
     net = cls(num_outputs=7)
     x = torch.randn(4, *shape)
     out = net(x)

@@ -2,7 +2,8 @@
 
 A network takes ``num_outputs`` as its first argument (the rest are its options), infers its
 input size with lazy layers, and lists the sample shapes it is tested on in ``input_shapes``.
-Exported here, it is covered by ``tests/test_nets.py`` with no other edit.
+A new file here is covered by ``tests/test_nets.py`` with no other edit; exported below, the CLI
+also knows it by its class name (``--model.net CNN``).
 """
 
 from lightning_modules.nets.cnn import CNN
