@@ -42,6 +42,13 @@ class Preempt(Callback):
             os.kill(os.getpid(), self.signal)
 
 
+def one_short_epoch(mnist_dir: Path, *extra: str) -> list[str]:
+    """``cli.py fit`` arguments: one epoch of two steps of the linear model on the fake digits."""
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    return ["fit", "--config", str(EXPERIMENT), *short, *quiet, "--data.data_dir", str(mnist_dir), *extra]
+
+
 @pytest.fixture
 def slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A one-task SLURM batch job as Lightning reads it from the environment, with a stand-in
@@ -136,19 +143,7 @@ def test_requeue_saves_then_resumes_at_the_same_step(
 def test_other_fits_in_one_job_get_their_own_folders(
     tmp_path: Path, mnist_dir: Path, slurm_job: Path
 ) -> None:
-    args = [
-        "fit",
-        "--config",
-        str(EXPERIMENT),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--data.data_dir",
-        str(mnist_dir),
-    ]
+    args = one_short_epoch(mnist_dir)
     for seed in (1, 2):  # a seed loop inside one batch job
         cli_main([*args, "--seed_everything", str(seed)])
     runs = sorted(p.name for p in Path("logs/mnist_softmax").iterdir())
@@ -157,21 +152,7 @@ def test_other_fits_in_one_job_get_their_own_folders(
 
 
 def test_finished_named_run_is_never_written_into(tmp_path: Path, mnist_dir: Path) -> None:
-    args = [
-        "fit",
-        "--config",
-        str(EXPERIMENT),
-        "--run_id",
-        "baseline",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--data.data_dir",
-        str(mnist_dir),
-    ]
+    args = one_short_epoch(mnist_dir, "--run_id", "baseline")
     cli_main(args)
     folder = Path("logs/mnist_softmax/baseline")
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -183,25 +164,11 @@ def test_finished_named_run_is_never_written_into(tmp_path: Path, mnist_dir: Pat
 
 def test_default_root_dir_holds_everything_the_run_writes(tmp_path: Path, mnist_dir: Path) -> None:
     cli_main(
-        [
-            "fit",
-            "--config",
-            str(EXPERIMENT),
-            "--config",
-            str(CONFIGS / "logger" / "wandb.yaml"),
-            "--trainer.default_root_dir",
-            "elsewhere",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--data.data_dir",
-            str(mnist_dir),
-            "--run_id",
-            "moved",
-        ]
+        one_short_epoch(
+            mnist_dir,
+            *("--config", str(CONFIGS / "logger" / "wandb.yaml")),
+            *("--trainer.default_root_dir", "elsewhere", "--run_id", "moved"),
+        )
     )
     cli_main(
         [
@@ -228,23 +195,8 @@ def test_default_root_dir_holds_everything_the_run_writes(tmp_path: Path, mnist_
 def test_a_damaged_last_checkpoint_of_a_trained_run_is_rewritten(tmp_path: Path, mnist_dir: Path) -> None:
     """Killed after its last epoch, before it finished: the restart skips the damaged ``last.ckpt``,
     resumes from the best checkpoint with nothing left to train, and still leaves a whole one."""
-    args = [
-        "fit",
-        "--config",
-        str(EXPERIMENT),
-        "--run_id",
-        "cut",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--test_after_fit",
-        "false",  # no metrics.json: the run is not finished
-        "--data.data_dir",
-        str(mnist_dir),
-    ]
+    # no metrics.json: the run is not finished
+    args = one_short_epoch(mnist_dir, "--run_id", "cut", "--test_after_fit", "false")
     cli_main(args)
     last = Path("logs/mnist_softmax/cut/checkpoints/last.ckpt")
     whole = torch.load(last, weights_only=True)
