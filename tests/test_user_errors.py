@@ -192,30 +192,34 @@ def test_missing_data_leaves_no_empty_folders(tmp_path: Path, capsys, monkeypatc
     assert not (tmp_path / "nowhere").exists()
 
 
-@pytest.mark.parametrize("resident", [False, True], ids=["dataloader", "device-resident"])
-def test_images_of_mixed_sizes_suggest_resize(resident: bool, tmp_path: Path, capsys) -> None:
-    root = write_image_folder(tmp_path / "folder", size=(20, 16))
-    write_image_folder(tmp_path / "odd", classes=("cat",), n_train=2, n_test=1, size=(12, 12))
-    for image in (tmp_path / "odd" / "train" / "cat").iterdir():
-        image.rename(root / "train" / "cat" / f"odd_{image.name}")
-    args = [
+def folder_fit(root: Path) -> list[str]:
+    """One fast_dev_run step of the image-folder CNN on ``root``."""
+    config = ["--config", str(CONFIGS / "cifar10_folder_cnn.yaml"), "--trainer.fast_dev_run", "true"]
+    return [
         "fit",
-        "--config",
-        str(CONFIGS / "cifar10_folder_cnn.yaml"),
-        "--trainer.fast_dev_run",
-        "true",
+        *config,
         "--data.data_dir",
         str(root),
         "--data.batch_size",
         "64",
         "--data.num_workers",
         "0",
+    ]
+
+
+@pytest.mark.parametrize("resident", [False, True], ids=["dataloader", "device-resident"])
+def test_images_of_mixed_sizes_suggest_resize(resident: bool, tmp_path: Path, capsys) -> None:
+    root = write_image_folder(tmp_path / "folder", size=(20, 16))
+    write_image_folder(tmp_path / "odd", classes=("cat",), n_train=2, n_test=1, size=(12, 12))
+    for image in (tmp_path / "odd" / "train" / "cat").iterdir():
+        image.rename(root / "train" / "cat" / f"odd_{image.name}")
+    resident_flags = [
         "--data.device_resident",
         str(resident).lower(),
         "--data.cache_dir",
         str(tmp_path / "cache"),
     ]
-    lines = answer(args, capsys)
+    lines = answer([*folder_fit(root), *resident_flags], capsys)
     assert "--data.resize" in "\n".join(lines), lines
 
 
@@ -223,20 +227,7 @@ def test_a_damaged_image_is_named(tmp_path: Path, capsys) -> None:
     root = write_image_folder(tmp_path / "folder")
     broken = sorted((root / "train" / "dog").glob("*.jpg"))[0]
     broken.write_bytes(broken.read_bytes()[:50])
-    args = [
-        "fit",
-        "--config",
-        str(CONFIGS / "cifar10_folder_cnn.yaml"),
-        "--trainer.fast_dev_run",
-        "true",
-        "--data.data_dir",
-        str(root),
-        "--data.batch_size",
-        "64",
-        "--data.num_workers",
-        "0",
-    ]
-    lines = answer(args, capsys)
+    lines = answer(folder_fit(root), capsys)
     assert str(broken) in lines[0] and "remove or replace it" in lines[0]
 
 
