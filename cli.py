@@ -1,219 +1,182 @@
 """Command line: ``python cli.py {fit,validate,test,predict} --config configs/<name>.yaml``.
 
-Any LightningModule in ``lightning_modules`` and LightningDataModule in ``datamodules`` is chosen
-by class name; the datamodule's facts (task, classes, input shape) are linked into the model.
-After ``fit`` the best checkpoint is validated and tested and ``metrics.json`` is written next to
-the run's resolved ``config.yaml``.
+LightningCLI parses the stacked YAML files and flags; the datamodule's facts (task, classes, input
+shape) are linked into the model. ``fit`` trains in a run folder (``run/folders.py``) and then
+validates and tests the best checkpoint, writing ``metrics.json`` beside the run's ``config.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import json
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
+import yaml
+from jsonargparse import get_loader, set_loader
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
-from rich.console import Console
+from lightning.pytorch.loggers import WandbLogger
 
-import console
-import datamodules  # noqa: F401  (registers the datamodules for selection by name)
-import lightning_modules  # noqa: F401  (registers the models and networks)
-import user_errors
-from callbacks import (
-    DivergenceCheck,
-    EarlyStopping,
-    EpochDropoutReset,
-    GracefulStop,
-    PredictionWriter,
-    RunCheckpoint,
-    RunConfig,
-    StateDictExport,
-)
+import datamodules  # noqa: F401  (the datamodules, chosen by class name)
+import lightning_modules  # noqa: F401  (the models and networks, likewise)
+from callbacks import Checkpoint, EpochDropoutReset, GracefulStop, PredictionWriter, RunConfig
 from datamodules import SplitDataModule
 from lightning_modules import TaskModule
-from runs.checkpoint_io import AtomicCheckpointIO, read_checkpoint
-from runs.files import write_json
-from runs.folders import METRICS_FILE, evaluate_in_run_folder, move_under_root_dir, prepare_run, run_dir
-from runs.lock import release_run_locks
-from runs.loggers import finish_wandb_run, prepare_tensorboard_loggers, prepare_wandb_loggers
+from run.errors import UserError, main
+from run.files import AtomicCheckpointIO, read_checkpoint, write_text
+from run.folders import METRICS_FILE, RunFolder, experiment_dir, logger_specs, run_name
+from run.wandb import prepare_wandb, wandb_dirs
 
-DESCRIPTION = (
-    "Train, evaluate and predict with any model of lightning_modules/ on any datamodule of "
-    "datamodules/. Start from a config: python cli.py fit --config configs/mnist_cnn.yaml; "
-    "every option: python cli.py fit --help."
-)
-# A local CSV logger: runs need no account and no network.
-TRAINER_DEFAULTS = {
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
-        "init_args": {"save_dir": "logs", "name": "default"},
-    },
-}
-# Defaults of ``trainer.callbacks`` (a config's own list replaces them; ``+=`` appends).
-PROGRESS_BAR = "lightning.pytorch.callbacks.RichProgressBar"
-MODEL_SUMMARY = "lightning.pytorch.callbacks.RichModelSummary"
-DEFAULT_CALLBACKS = [
-    {"class_path": PROGRESS_BAR},
-    {"class_path": MODEL_SUMMARY, "init_args": {"max_depth": 2}},  # with input/output sizes
-]
+CSV_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}}
 
 
-def import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def strict_yaml(text: str) -> Any:
+    """jsonargparse's YAML loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+    nodes = [yaml.compose(text)]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            keys = [key.value for key, _ in node.value]
+            for key, _ in node.value:
+                if keys.count(key.value) > 1:
+                    raise ValueError(f"key {key.value!r} appears twice (line {key.start_mark.line + 1}).")
+        nodes += [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode) else []
+        nodes += node.value if isinstance(node, yaml.SequenceNode) else []
+    return get_loader("yaml")(text)
 
 
-def check_checkpoint(path: str, model: Any) -> None:
-    """Before Lightning loads ``--ckpt_path``: what is wrong with it, in one line; and, since
-    Lightning then rebuilds the checkpoint's own model, say so when it is not the config's."""
-    checkpoint, problem = read_checkpoint(path)
-    if problem:
-        raise user_errors.UserError(f"--ckpt_path {path} is {problem}.")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    saved = [hparams.get("_class_path", "?"), (hparams.get("net") or {}).get("class_path", "?")]
-    given = [model.class_path, str(model.init_args.get("net", {}).get("class_path", "?"))]
-    names = [[path.rsplit(".", 1)[-1] for path in paths] for paths in (saved, given)]
-    if names[0] != names[1]:
-        held, configured = " with a ".join(names[0]), " with a ".join(names[1])
-        rank_zero_info(f"--ckpt_path holds a {held} network: that model runs, not {configured}.")
+set_loader("yaml_strict", strict_yaml, exceptions=(yaml.YAMLError, ValueError))
+
+
+def flat(tree: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a.b": value}`` of nested mappings, values as JSON (tuples and lists alike)."""
+    if hasattr(tree, "items"):
+        return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: json.dumps(tree, default=str)}
+
+
+def check_resume(path: str, config: Any) -> None:
+    """A fit resumed from ``path`` trains the model and data it was trained with, or stops here."""
+    checkpoint = read_checkpoint(path)
+    changed = []
+    for part, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+        given = flat(config[part].init_args)
+        for key, value in flat(checkpoint.get(saved) or {}).items():
+            if given.get(key, value) != value:
+                changed.append(f"--{part}.{key} {given[key]} (the checkpoint's: {value})")
+    if changed:
+        raise UserError(f"{path} was trained with other options than these:\n" + "\n".join(changed[:4]) +
+                        "\nResume with the checkpoint's options, or start a new run from its weights: "
+                        f"--model.init_weights {path}")
 
 
 class TemplateCLI(LightningCLI):
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
-        for name, text in console.SUBCOMMANDS.items():
-            subparser_kwargs.setdefault(name, {}).update(description=text, epilog=console.EPILOG)
-        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-        if add_subcommands:  # the summaries `cli.py --help` lists (argparse keeps them privately)
-            for choice in self.parser._subcommands_action._choices_actions:
-                choice.help = console.SUBCOMMANDS.get(choice.dest, choice.help)
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # the command is recorded in the run folder: a requeued SLURM job finds its run by it
-        self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        self.save_config_kwargs["command"] = self.command
-        try:
-            super().parse_arguments(parser, args)
-        except argparse.ArgumentError as err:  # a mistake in a flag or a config file
-            sub = next((a for a in self.command if a in self.subcommands()), None)
-            sub_parser = getattr(self, "_subcommand_parsers", {}).get(sub, parser)  # for suggestions
-            raise user_errors.UserError(
-                user_errors.describe_parse_error(err, sub_parser, self.command)
-            ) from err
-        files = [str(path) for path in self.config.get("config") or []]
-        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
-        files += [str(path) for path in config.get("config") or []]
-        for note in console.swapped_classes(self.command, files):
-            rank_zero_info(note)
-        if config.get("ckpt_path") not in (None, "last", "best", "hpc"):
-            check_checkpoint(config.ckpt_path, config.model)
+    def __init__(self, *args: Any, runs: list[RunFolder], **kwargs: Any) -> None:
+        self.runs = runs  # the run folders this command opened, released by cli_main
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(GracefulStop, "signals")  # after the checkpoint: it saves last
-        parser.add_lightning_class_args(DivergenceCheck, "divergence")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.add_lightning_class_args(GracefulStop, "signals")
         parser.add_lightning_class_args(EpochDropoutReset, "epoch_dropout")
-        parser.add_lightning_class_args(StateDictExport, "export")
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="After fit: validate and test the best checkpoint and write metrics.json.",
-        )
-        parser.add_argument(
-            "--run_id",
-            type=str | None,
-            default=None,
-            help="fit: name of the run folder <save_dir>/<name>/<run_id> of the first logger "
-            "(default: version_N; slurm-<job id> in a SLURM job). Running again with the same id "
-            "resumes: training continues from the folder's newest checkpoint and W&B from its run.",
-        )
-        parser.add_argument(
-            "--run_group",
-            type=str | None,
-            default=None,
-            help="fit: W&B group of the run (the folds of a k-fold run share one).",
-        )
-        parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS})
-        for key, group in parser.groups.items():
-            group.title = console.GROUP_TITLES.get(key, group.title)
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument("--run_id", type=str | None, default=None,
+                            help="fit: the run folder's name (default version_N; slurm-<job id> in SLURM). "
+                                 "The same id again resumes the run.")
+        parser.add_argument("--run_group", type=str | None, default=None, help="fit: the W&B group (default: the experiment).")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="fit: then validate and test the best checkpoint and write metrics.json.")
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        # The checkpoint ranks by the model's own quality metric unless told otherwise.
-        metric, mode = import_class(config.model.class_path).monitor
-        if config.checkpoint.monitor is None:
-            config.checkpoint.monitor, config.checkpoint.mode = metric, config.checkpoint.mode or mode
-        for callback in config.trainer.callbacks or []:  # early stopping likewise
-            stopping = issubclass(import_class(callback.class_path), EarlyStopping)
-            if stopping and callback.init_args.monitor is None:
-                callback.init_args.monitor = metric
-                callback.init_args.mode = callback.init_args.mode or mode
-        # The default progress bar and summary give way to enable_progress_bar/enable_model_summary
-        # false, instead of Lightning refusing the combination.
-        trainer = config.trainer
-        dropped = {PROGRESS_BAR: trainer.enable_progress_bar, MODEL_SUMMARY: trainer.enable_model_summary}
-        trainer.callbacks = [
-            c
-            for c in trainer.callbacks or []
-            if dropped.get(getattr(c, "class_path", None), True) is not False
-        ]
-        # checkpoints written whole or not at all, whatever other plugins a preset brings
-        plugins = trainer.plugins if isinstance(trainer.plugins, list) else [trainer.plugins]
-        if not any("CheckpointIO" in getattr(p, "class_path", type(p).__name__) for p in plugins if p):
-            atomic = Namespace(class_path=f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO")
-            trainer.plugins = [p for p in plugins if p] + [atomic]
-        move_under_root_dir(trainer)
-        if self.subcommand == "fit":  # the run folder, resuming, and the W&B run it continues
-            config.ckpt_path = prepare_run(
-                trainer, config.ckpt_path, config.run_id, config.run_group, self.command
-            )
-        elif self.subcommand is not None:
-            evaluate_in_run_folder(trainer, config.ckpt_path, self.subcommand)
-        prepare_wandb_loggers(trainer)  # an absolute W&B folder; offline when there is no API key
-        prepare_tensorboard_loggers(trainer)  # TensorBoard runs named after the run
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]  # a requeued job finds its run by it
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if self.config.get("subcommand") == "fit" and config.get("ckpt_path"):
+            check_resume(config.ckpt_path, config)  # before LightningCLI puts the checkpoint's options in
 
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except Exception as err:
-            # jsonargparse wraps a constructor's error in one that dumps the whole config: name the
-            # key whose class refused its options, with the constructor's own message instead
-            config = self.config[self.subcommand] if self.subcommand else self.config
-            raise user_errors.constructor_error(err, config)  # noqa: B904 (its cause is set)
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:  # run=False: the classes are built, nothing runs
+            return
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        if config.get("weights_only", True) is None:  # checkpoints here load safely
+            config.weights_only = True
+        if SLURMEnvironment.detect() and not trainer.get("plugins"):  # GracefulStop requeues: not Lightning too
+            trainer.plugins = [{"class_path": f"{SLURMEnvironment.__module__}.SLURMEnvironment", "init_args": {"auto_requeue": False}}]
+        if self.subcommand != "fit":
+            if not config.ckpt_path and not config.model.init_args.get("init_weights"):
+                raise UserError(f"`{self.subcommand}` needs trained weights: --ckpt_path CHECKPOINT or "
+                                "--model.init_weights FILE (a state_dict or checkpoint).")
+            trainer.logger = False  # evaluations print their results and keep no run folder
+            self.save_config_callback = None
+            weights = Path(config.ckpt_path or config.model.init_args.init_weights)
+            folder = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
+            config.predictions.output = config.predictions.output or str(folder / "predictions.csv")
+            return
+        root_dir = trainer.get("default_root_dir")
+        for spec in logger_specs(trainer) if root_dir else []:  # every logger's files go under it too
+            spec.init_args.save_dir = os.path.join(root_dir, spec.init_args.get("save_dir") or ".")
+        root = experiment_dir(trainer)
+        if root is None or trainer.get("fast_dev_run"):
+            return
+        run = RunFolder(root, run_name(root, config.run_id, self.command), self.command)
+        run.check_unfinished()
+        self.runs.append(run)
+        run.lock()
+        tags = [config.model.class_path, config.model.init_args.net.class_path, config.data.class_path]
+        tags = [tag.rsplit(".", 1)[-1] for tag in tags] + [Path(str(c)).stem for c in self.config.get("config") or []][1:]
+        for spec in logger_specs(trainer):
+            if spec.class_path.endswith("WandbLogger"):
+                prepare_wandb(spec, run.path, root.name, config.run_group, tags)
+                os.environ.update(wandb_dirs(run.path))
+            else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
+                spec.init_args.name = spec.init_args.get("name") or root.name
+                spec.init_args.version = run.name
+        if config.ckpt_path is None:
+            config.ckpt_path = run.resume_checkpoint()
+            if config.ckpt_path:
+                check_resume(config.ckpt_path, config)
+
+    def before_fit(self) -> None:
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one a config chose
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True):
+        trainer, config = self.trainer, self.config.fit
+        if not config.test_after_fit or trainer.fast_dev_run:
             return
-        trainer, model, datamodule = self.trainer, self.model, self.datamodule
-        epochs, steps = trainer.current_epoch, trainer.global_step  # before a restore resets them
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt_path = best or None  # no checkpoint (e.g. fast_dev_run): evaluate the final weights
-        metrics: dict[str, Any] = {}
-        for run in (trainer.validate, trainer.test):
-            for result in run(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None  # None: the final weights
+        loggers, trainer.loggers = trainer.loggers, []  # results of the best checkpoint, not history points
+        metrics: dict[str, float] = {}
+        for evaluate in (trainer.validate, trainer.test):
+            for result in evaluate(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True):
                 metrics.update({k: float(v) for k, v in result.items()})
-        folder = run_dir(trainer)
-        if trainer.is_global_zero and folder is not None:
-            checkpoint = trainer.checkpoint_callback
-            monitor = {"metric": checkpoint.monitor, "mode": checkpoint.mode} if checkpoint else None
-            result = {"metrics": metrics, "monitor": monitor, "checkpoint": best or None}
-            result.update(epochs=epochs, global_step=steps)
-            path = write_json(folder / METRICS_FILE, result)
-            Console().print(
-                f"[bold]metrics[/bold] {path}: "
-                + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-            )
+        trainer.loggers = loggers
+        if not trainer.is_global_zero or not self.runs:
+            return
+        checkpoint = trainer.checkpoint_callback
+        result = {"metrics": metrics, "checkpoint": best, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                  "monitor": {"metric": checkpoint.monitor, "mode": checkpoint.mode} if checkpoint else None}
+        path = write_text(self.runs[-1].path / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")} | {"best_checkpoint": best})
+        print(f"metrics {path}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
-    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; with ``run=False`` there is
-    no subcommand: the datamodule, model and trainer are built and returned unrun."""
+def cli_main(args: Sequence[str] | None = None, run: bool = True, callbacks: Sequence[Callback] = ()) -> TemplateCLI:
+    """Parse ``args`` (default: ``sys.argv``) and run the subcommand. ``run=False``: no subcommand;
+    the datamodule, model and trainer are built and returned. ``callbacks`` join the config's."""
+    runs: list[RunFolder] = []
+    environment = dict(os.environ)
+    failed = True
     try:
         cli = TemplateCLI(
             TaskModule,
@@ -221,24 +184,25 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> TemplateCLI:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=42,
-            trainer_defaults=TRAINER_DEFAULTS,
+            trainer_defaults={"logger": CSV_LOGGER, "callbacks": list(callbacks)},
             auto_configure_optimizers=False,
-            parser_class=console.TemplateParser,
-            parser_kwargs={"description": DESCRIPTION, "exit_on_error": False, "allow_abbrev": False},
+            save_config_callback=RunConfig,
+            save_config_kwargs={"overwrite": True},  # a resumed run rewrites it: same model and data
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "parser_mode": "yaml_strict"},
             args=args,
             run=run,
-            save_config_callback=RunConfig,  # the run folder's config, lock and clean-up
+            runs=runs,
         )
-    except BaseException as err:
-        finish_wandb_run(exit_code=err.code if isinstance(err, SystemExit) and err.code else 1)
-        raise
+        failed = False
+        return cli
     finally:
-        release_run_locks()
-    if run:
-        finish_wandb_run()  # a later run in this process (notebook, tests) starts its own W&B run
-    return cli
+        for folder in runs:
+            folder.release(failed)
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].run.finish(exit_code=int(failed))  # a later run in this process starts its own
+        os.environ.clear()
+        os.environ.update(environment)  # the W&B folders were this run's
 
 
 if __name__ == "__main__":
-    console.quiet_and_wide()
-    user_errors.main(cli_main)
+    main(cli_main)

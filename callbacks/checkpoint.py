@@ -1,4 +1,4 @@
-"""The run's checkpoints: the best by validation, and ``last.ckpt``, always the newest state."""
+"""Checkpoints: the best by validation, and ``last.ckpt``, the newest state, for exact resumes."""
 
 from __future__ import annotations
 
@@ -14,19 +14,15 @@ import torch
 from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-LAST = "last.ckpt"
+from run.errors import UserError
 
 
 def rng_states() -> dict[str, Any]:
-    """Every random generator a training step may draw from, as plain tensors and numbers (so the
-    checkpoint still loads with ``weights_only=True``)."""
+    """The random generators a step may draw from, as tensors and numbers (``weights_only`` loads them)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-    }
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": cuda,
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -38,85 +34,69 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class RunCheckpoint(ModelCheckpoint):
-    """Keeps the best checkpoint by the model's validation metric and ``last.ckpt``, rewritten at
-    every epoch end and, if asked, every N training steps and every T of training time: whatever
-    the validation metric does, ``last.ckpt`` holds the newest state (what a restarted run resumes
-    from). Checkpoints also hold the random generators' states, restored when training resumes, so
-    a resumed run draws what the uninterrupted run would have drawn (dropout, augmentation).
-
-    The CLI fills in ``monitor`` and ``mode`` from the model when they are left empty (``val/acc``
-    to maximize for classifiers, ``val/loss`` to minimize otherwise).
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (the best ``save_top_k`` by ``monitor`` at each validation),
+    plus ``last.ckpt``, rewritten at every epoch end and, if asked, every N training steps and
+    every T of training (Lightning rewrites it only when the best improves). Checkpoints also hold
+    the random generators and the training loader's position, so a resumed run continues exactly;
+    none is written with a weight or buffer that is not finite: the run stops instead.
 
     Args:
-        dirpath: where to write (default: ``<run dir>/checkpoints``).
-        monitor: logged metric to rank checkpoints by (default: the model's own).
-        mode: "min" or "max" (default: the model's own).
+        dirpath: where to write (default: ``<run folder>/checkpoints``).
+        monitor: the logged metric the best checkpoints are ranked by.
+        mode: "max" or "min": which values of ``monitor`` are better.
         save_top_k: how many best checkpoints to keep.
-        every_n_epochs: validate-and-save period in epochs.
-        every_n_train_steps: also write ``last.ckpt`` every N training steps (0: at epoch ends only).
+        every_n_train_steps: also write ``last.ckpt`` every N training steps (0: never).
         train_time_interval: also write ``last.ckpt`` after this much training time ("h:m:s").
     """
 
     def __init__(
         self,
         dirpath: str | None = None,
-        monitor: str | None = None,
-        mode: Literal["min", "max"] | None = None,
+        monitor: str = "val/loss",
+        mode: Literal["min", "max"] = "min",
         save_top_k: int = 1,
-        every_n_epochs: int | None = None,
         every_n_train_steps: NonNegativeInt = 0,
         train_time_interval: timedelta | None = None,
     ) -> None:
-        metric = (monitor or "").replace("/", "_")  # "val/acc" would make a folder in a file name
-        super().__init__(
-            dirpath=dirpath,
-            monitor=monitor,
-            mode=mode or "min",
-            save_top_k=save_top_k,
-            every_n_epochs=every_n_epochs,
-            auto_insert_metric_name=False,
-            filename=f"epoch={{epoch:02d}}-step={{step}}-{metric}={{{monitor}:.4f}}" if monitor else None,
-        )
-        self.last_every_n_steps = every_n_train_steps
+        super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, enable_version_counter=False)
+        self.last_every = every_n_train_steps
         self.last_interval = train_time_interval.total_seconds() if train_time_interval else None
-        self._last_saved_at = time.monotonic()
-        self._last_saved_step: int | None = None
+        self._last_time, self._last_step = time.monotonic(), -1
         self._resume: dict[str, Any] | None = None
 
     def write_last(self, trainer: L.Trainer) -> None:
-        """Write ``last.ckpt`` now (every rank must call it: saving is collective)."""
-        if trainer.fast_dev_run or trainer.sanity_checking:
+        """Write ``last.ckpt`` now; every rank calls it, as ``Trainer.save_checkpoint`` is collective."""
+        if trainer.sanity_checking or trainer.fast_dev_run or self._last_step == trainer.global_step:
             return
-        path = Path(self.dirpath) / LAST
-        trainer.save_checkpoint(path, weights_only=False)
-        self.last_model_path = str(path)
-        self._last_saved_at = time.monotonic()
-        self._last_saved_step = trainer.global_step
+        self.last_model_path = str(Path(self.dirpath) / "last.ckpt")
+        trainer.save_checkpoint(self.last_model_path, weights_only=False)
+        self._last_time, self._last_step = time.monotonic(), trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
-        due = bool(self.last_every_n_steps) and trainer.global_step % self.last_every_n_steps == 0
-        if self.last_interval is not None:  # clocks differ between processes: rank 0 decides
-            elapsed = time.monotonic() - self._last_saved_at >= self.last_interval
-            due = trainer.strategy.broadcast(due or elapsed)
+        due = bool(self.last_every) and trainer.global_step % self.last_every == 0
+        if self.last_interval is not None:
+            # every rank at every step: the clocks differ, so rank 0's decides for all
+            due = trainer.strategy.broadcast(due or time.monotonic() - self._last_time >= self.last_interval)
         if due:
             self.write_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)  # the best checkpoint, after validation
+        super().on_train_epoch_end(trainer, pl_module)
         self.write_last(trainer)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a run resumed from a checkpoint with nothing left to train (its last.ckpt was damaged)
-        # still leaves a whole last.ckpt behind
-        if self._last_saved_step != trainer.global_step:
-            self.write_last(trainer)
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_last(trainer)  # a resumed run with nothing left to train still leaves one
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        # what an exact resume needs beyond Lightning's own state: the random generators, and where
-        # the training loader is in its epoch (Lightning restores the latter only when the loader
-        # is built after the checkpoint is read, not when a one-cycle schedule asks for it earlier)
+        floats = {k: t for k, t in pl_module.state_dict().items() if t.is_floating_point()}
+        finite = torch.stack([torch.isfinite(t).all() for t in floats.values()]).cpu()
+        # inside Trainer.save_checkpoint, which every rank calls at the same point: one all-reduce
+        if trainer.strategy.reduce_boolean_decision(not bool(finite.all()), all=False):
+            names = [k for k, ok in zip(floats, finite.tolist(), strict=True) if not ok] or ["another process's"]
+            raise UserError(f"Training diverged at step {trainer.global_step}: {', '.join(names[:3])} not finite, "
+                            "so no checkpoint is written. Lower the learning rate (or clip gradients).")
         loader = trainer.train_dataloader
         position = loader.state_dict() if hasattr(loader, "state_dict") else None
         checkpoint["resume"] = {"rng": rng_states(), "train_loader": position}
@@ -125,8 +105,7 @@ class RunCheckpoint(ModelCheckpoint):
         self._resume = checkpoint.get("resume")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the resumed run is set up; its first batch is still to be drawn: the next draw and batch
-        # are the ones the uninterrupted run would have had
+        # Lightning has restored the run and not drawn its first batch: restore the draws now
         if self._resume is None:
             return
         loader, position = trainer.train_dataloader, self._resume["train_loader"]

@@ -1,167 +1,133 @@
-"""Pictures of a run: the training batch as the model receives it, and the confusion matrix."""
+"""What a person looks at: the training batch as the model sees it, the confusion matrix, and a
+table of validation predictions, for the loggers that take pictures (W&B, TensorBoard)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
-from matplotlib.figure import Figure
-from PIL import Image
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
-from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
-from runs.files import atomic_path
-from runs.folders import run_dir
 
-
-def save_figure(figure: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100)
-    return path
-
-
-def log_image(trainer: L.Trainer, key: str, path: Path, caption: str) -> None:
-    """Hand a PNG to every logger that takes images: W&B's ``log_image``, TensorBoard's writer."""
+def log_picture(trainer: L.Trainer, key: str, picture: Any, caption: str) -> None:
+    """A (3, H, W) image in [0, 1] or a matplotlib figure, to W&B and TensorBoard."""
     for logger in trainer.loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)
-        elif isinstance(logger, TensorBoardLogger):  # no log_image: the SummaryWriter takes a tensor
-            image = pil_to_tensor(Image.open(path).convert("RGB"))  # (3, H, W) uint8
-            logger.experiment.add_image(key, image, global_step=trainer.global_step)
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[picture], caption=[caption], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            add = logger.experiment.add_image if isinstance(picture, torch.Tensor) else logger.experiment.add_figure
+            add(key, picture, trainer.global_step)
 
 
-def batch_figure(images: torch.Tensor, labels: list[str], columns: int = 8) -> Figure:
-    """(N, C, H, W) images with C in {1, 3} in a grid, each titled with its label.
-
-    One linear map of the batch's [min, max] to [0, 1] for all images, so brightness and contrast
-    compare across the grid as the model sees them.
-    """
-    low, high = float(images.min()), float(images.max())
-    grid = make_grid(
-        images.float().cpu(), nrow=columns, padding=2, normalize=True, value_range=(low, high), pad_value=1.0
-    )  # (3, H', W') in [0, 1]
-    rows = (len(images) + columns - 1) // columns
-    height, width = images.shape[-2:]
-    figure = Figure(figsize=(1.4 * columns, 1.6 * rows), layout="constrained")
-    axes = figure.subplots()
-    axes.imshow(grid.permute(1, 2, 0).numpy())
-    axes.set_axis_off()
-    for i, label in enumerate(labels):  # the label above each cell's top-left corner
-        row, col = divmod(i, columns)
-        axes.text(2 + col * (width + 2), 2 + row * (height + 2), label, fontsize=7, va="top", color="red")
-    axes.set_title(
-        f"training batch as the model sees it (inputs in [{low:.2f}, {high:.2f}] shown as [0, 1])", fontsize=9
-    )
-    return figure
+def is_image_batch(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] in (1, 3)  # (B, C, H, W)
 
 
 class MediaLogger(Callback):
-    """Saves pictures to ``<run dir>/media/`` and hands them to every logger that takes images.
+    """Logs, when a W&B or TensorBoard logger is there (nothing is computed otherwise):
 
-    - The first training batch as the model receives it: after the datamodule's transforms and
-      augmentation, not the raw dataset. A wrong normalization, crop, channel order or label
-      mapping shows here at a glance and nowhere else (inputs (B, C, H, W), C = 1 or 3).
-    - The validation confusion matrix after each validation epoch and for the best checkpoint
-      (the CLI validates it after fit), for classifiers (models with ``num_classes``).
-
-    Listed twice (the W&B and TensorBoard presets stacked), the first one logs to every logger and
-    the second does nothing.
+    - the first training batch of a run, as the model receives it (after transforms and
+      augmentation): a wrong normalization, crop or label shows here at a glance;
+    - the validation confusion matrix after each validation, for classifiers;
+    - to W&B, a table of validation predictions: images with their true and predicted class and
+      the confidence, misses first (regression: x, y and the prediction), from rank 0's share.
 
     Args:
-        num_images: images in the training-batch grid (0: no grid).
+        num_images: images in the grid of the first training batch (0: no grid).
         confusion_matrix: plot the validation confusion matrix.
+        num_predictions: rows of the predictions table (0: no table).
+        predictions_at: log the table after every "validation", or once at the "end" of fit.
     """
 
-    def __init__(self, num_images: int = 32, confusion_matrix: bool = True) -> None:
-        self.num_images = num_images
-        self.confusion_matrix = confusion_matrix
-        self.media_dir: Path | None = None
-        self.grid_done = False
-        self.matrix: MulticlassConfusionMatrix | BinaryConfusionMatrix | None = None
+    def __init__(
+        self,
+        num_images: NonNegativeInt = 32,
+        confusion_matrix: bool = True,
+        num_predictions: NonNegativeInt = 64,
+        predictions_at: Literal["validation", "end"] = "validation",
+    ) -> None:
+        self.num_images, self.confusion_matrix = num_images, confusion_matrix
+        self.num_predictions, self.predictions_at = num_predictions, predictions_at
+        self.matrix: Any = None
+        self.rows: dict[bool, list[tuple[float, Any, list[Any]]]] = {True: [], False: []}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if next(c for c in trainer.callbacks if isinstance(c, MediaLogger)) is not self:
-            self.grid_done, self.media_dir, self.matrix = True, None, None  # the first one logs
-            return
-        folder = run_dir(trainer)
-        self.media_dir = folder / "media" if folder is not None else None
+        self.active = any(isinstance(log, (WandbLogger, TensorBoardLogger)) for log in trainer.loggers)
+        self.table = self.num_predictions > 0 and any(isinstance(log, WandbLogger) for log in trainer.loggers)
         num_classes = getattr(pl_module, "num_classes", None)
-        if self.confusion_matrix and num_classes and self.matrix is None:
-            binary = getattr(pl_module, "task", "multiclass") == "binary"
-            self.matrix = BinaryConfusionMatrix() if binary else MulticlassConfusionMatrix(num_classes)
+        if self.active and self.confusion_matrix and num_classes and self.matrix is None:
+            binary = pl_module.task == "binary"
+            self.matrix = (BinaryConfusionMatrix() if binary else MulticlassConfusionMatrix(num_classes)).to(pl_module.device)
+        self.class_names = list(getattr(trainer.datamodule, "classes", None) or range(num_classes or 0))
 
-    def class_names(self, trainer: L.Trainer, count: int) -> list[str]:
-        names = getattr(trainer.datamodule, "classes", None)
-        return list(names) if names is not None and len(names) == count else [str(i) for i in range(count)]
-
-    def save(self, trainer: L.Trainer, figure: Figure, name: str, key: str, caption: str) -> None:
-        if self.media_dir is not None:  # None in a dry run (fast_dev_run): no files
-            log_image(trainer, key, save_figure(figure, self.media_dir / name), caption)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self.grid_done or self.num_images <= 0 or not trainer.is_global_zero:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not (self.active and self.num_images and trainer.global_step == 0 and batch_idx == 0 and is_image_batch(batch[0])):
             return
-        self.grid_done = True
-        x, y = batch[0], batch[-1]  # (x, y), or (x, lengths, y) for sequences: the label is last
-        if x.ndim != 4 or x.shape[1] not in (1, 3):
-            return  # not an image batch: nothing a person could look at
-        n = min(self.num_images, len(x))
-        names = self.class_names(trainer, getattr(pl_module, "num_classes", None) or 0)
-        labels = [names[int(t)] if int(t) < len(names) else f"{float(t):.3g}" for t in y[:n]]
-        self.save(
-            trainer,
-            batch_figure(x[:n].detach(), labels),
-            "train_batch.png",
-            "train/batch",
-            f"first training batch, epoch {trainer.current_epoch}",
-        )
+        x, y = batch[0][: self.num_images].detach().float().cpu(), batch[-1][: self.num_images].tolist()
+        grid = make_grid(x, nrow=8, normalize=True, pad_value=1.0)  # one [min, max] for all: contrasts compare
+        labels = " ".join(str(self.class_names[t]) if self.class_names else f"{t:.3g}" for t in y)
+        if trainer.is_global_zero:
+            log_picture(trainer, "train/batch", grid, f"labels, row by row: {labels}")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.matrix is not None:
-            self.matrix = self.matrix.to(pl_module.device)
+        self.rows = {True: [], False: []}  # rank 0's share of this validation: hits, misses
 
     def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.matrix is None or trainer.sanity_checking or not isinstance(outputs, torch.Tensor):
+        if trainer.sanity_checking or not self.active:
             return
-        # validation_step returns its outputs; the model says how they meet its metrics
-        self.matrix.update(*pl_module.metric_inputs(outputs, batch[-1]))
+        x, y = batch[0], batch[-1]
+        if self.matrix is not None:
+            self.matrix.update(*pl_module.metric_inputs(outputs, y))
+        if self.table and trainer.is_global_zero and len(self.rows[False]) < self.num_predictions:
+            self.collect(pl_module, x.detach().cpu(), y.cpu(), outputs.cpu())
+
+    def collect(self, pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor) -> None:
+        if not hasattr(pl_module, "probabilities"):  # regression: (x, y, prediction) points
+            self.columns = ["x", "y", "prediction"]
+            points = zip(x.flatten(1)[:, 0].tolist(), y.tolist(), outputs.flatten().tolist())
+            self.rows[True] += [(0.0, None, list(point)) for point in points]
+            del self.rows[True][self.num_predictions :]
+            return
+        self.columns = ["image"] * is_image_batch(x) + ["true", "predicted", "confidence"]
+        confidence, predicted = pl_module.probabilities(outputs).max(dim=1)
+        for i in range(len(y)):
+            hit = bool(predicted[i] == y[i])
+            row = [self.class_names[int(y[i])], self.class_names[int(predicted[i])], float(confidence[i])]
+            if len(self.rows[hit]) < self.num_predictions:
+                self.rows[hit].append((-float(confidence[i]), x[i] if is_image_batch(x) else None, row))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.matrix is None or trainer.sanity_checking:
+        if trainer.sanity_checking or not self.active:
             return
-        counts = self.matrix.compute()  # (K, K), summed over all processes: every rank calls it
-        self.matrix.reset()
-        if not trainer.is_global_zero:
+        if self.matrix is not None:
+            counts = self.matrix.compute()  # summed over processes: every rank calls it, at this hook
+            self.matrix.reset()
+            if trainer.is_global_zero:
+                figure, axes = self.matrix.plot(val=counts.cpu(), add_text=len(counts) <= 20, labels=self.class_names)
+                axes.set_title(f"validation, epoch {trainer.current_epoch} (rows: true, columns: predicted)")
+                log_picture(trainer, "val/confusion_matrix", figure, f"epoch {trainer.current_epoch}")
+        if self.predictions_at == "validation":
+            self.log_table(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_table(trainer)
+
+    def log_table(self, trainer: L.Trainer) -> None:
+        """The most confident misses first, then hits, up to ``num_predictions`` rows (W&B only)."""
+        if not self.table or not trainer.is_global_zero or not any(self.rows.values()):
             return
-        epoch = trainer.current_epoch
-        name, title = f"confusion_matrix_epoch{epoch:03d}.png", f"validation confusion matrix, epoch {epoch}"
-        if trainer.state.fn == TrainerFn.VALIDATING:
-            name, title = "confusion_matrix.png", "validation confusion matrix (evaluated checkpoint)"
-        accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
-        size = min(2.0 + 0.5 * len(counts), 12.0)
-        figure = Figure(figsize=(size, size), layout="constrained")
-        axes = figure.subplots()
-        self.matrix.plot(
-            val=counts.cpu(),
-            ax=axes,
-            add_text=len(counts) <= 20,
-            labels=self.class_names(trainer, len(counts)),
-        )
-        axes.set_title(f"{title}\naccuracy {accuracy:.4f} (rows: true, columns: predicted)")
-        self.save(trainer, figure, name, "val/confusion_matrix", title)
+        import wandb
+
+        rows = (sorted(self.rows[False], key=lambda r: r[0]) + sorted(self.rows[True], key=lambda r: r[0]))[: self.num_predictions]
+        data = [([wandb.Image(image.float())] if image is not None else []) + row for _, image, row in rows]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table("val/predictions", columns=self.columns, data=data, step=trainer.global_step)
+        self.rows = {True: [], False: []}

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import lightning as L
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from callbacks.checkpoint import Checkpoint
 
 
 class TrainingInterrupted(SystemExit):
@@ -19,95 +24,112 @@ class TrainingInterrupted(SystemExit):
 
 
 def requeue_slurm_job() -> None:
-    """``scontrol requeue`` this job (array task), as Lightning's SLURM plugin does."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     try:
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        ok, why = done.returncode == 0, done.stderr.strip()
     except (OSError, subprocess.TimeoutExpired) as err:
-        rank_zero_warn(f"Could not requeue SLURM job {job}: {err}")
-        return
-    if done.returncode == 0:
-        rank_zero_info(f"Requeued SLURM job {job}: it resumes from last.ckpt when it starts again.")
+        ok, why = False, str(err)
+    if ok:
+        rank_zero_info(f"Requeued SLURM job {job}: it resumes from last.ckpt.")
     else:  # e.g. a job submitted without --requeue
-        rank_zero_warn(f"SLURM refused to requeue job {job}: {done.stderr.strip() or done.stdout.strip()}")
+        rank_zero_warn(f"Could not requeue SLURM job {job}: {why}")
 
 
-class GracefulStop(Checkpoint):  # a Checkpoint: Lightning runs it after RunCheckpoint's saves
-    """On SIGINT, SIGTERM or SIGUSR1 during training: finish the current batch (and the epoch's
-    validation when it was the last batch), write ``last.ckpt``, requeue the job when running
-    under SLURM, and exit with status 128 + signal number (130, 143, 138). A second signal stops at
-    once. ``GracefulStop`` takes these signals over from Lightning for the length of training.
+class GracefulStop(Callback):
+    """On SIGINT, SIGTERM or SIGUSR1 while training, every process finishes its batch, ``last.ckpt``
+    is written, a SLURM job is requeued (SIGTERM, SIGUSR1) and the run exits with status 128 +
+    signal (130, 143, 138). A second signal, or a stop that has not ended the process
+    ``grace_period`` seconds after the first signal (a process hanging in a collective or a data
+    read), ends it at once with the same status.
 
     Args:
-        signals: signals that stop training this way.
-        requeue_signals: inside a SLURM job, also requeue it on these (SLURM sends SIGTERM at
-            pre-emption and at the time limit, and the signal asked for with ``sbatch --signal``
-            before it; ``scancel`` sends SIGTERM too: cancel a requeued job again while it waits).
-        check_every_n_steps: with several processes, how often they agree on stopping (a
-            collective operation); a single process checks every step at no cost.
+        signals: the signals that stop training.
+        requeue_signals: inside a SLURM job, also requeue it on these.
+        check_every_n_steps: with several processes, how often they agree on stopping (an
+            all-reduce; a single process checks every step).
+        grace_period: seconds from the first signal to the end of the process, whatever happens.
     """
 
     def __init__(
         self,
         signals: list[str] = ["SIGINT", "SIGTERM", "SIGUSR1"],  # noqa: B006 (a config default)
         requeue_signals: list[str] = ["SIGTERM", "SIGUSR1"],  # noqa: B006
-        check_every_n_steps: int = 10,
+        check_every_n_steps: PositiveInt = 10,
+        grace_period: PositiveFloat = 60.0,
     ) -> None:
         self.signals = [signal.Signals[name] for name in signals]
         self.requeue_signals = {signal.Signals[name] for name in requeue_signals}
-        self.check_every_n_steps = check_every_n_steps
+        self.check_every_n_steps, self.grace_period = check_every_n_steps, grace_period
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
+        self._wakeup: tuple[int, int] | None = None  # (previous wakeup fd, our pipe's write end)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is None:
-            self.received = signal.Signals(signum)
-            rank_zero_info(f"Received {self.received.name}: stopping after the current batch.")
+        if self.received is not None:
+            os._exit(128 + signum)  # a second signal: at once
+        self.received = signal.Signals(signum)
+        rank_zero_info(f"Received {self.received.name}: stopping after the current batch.")
+
+    def _watch(self, read_end: int) -> None:
+        # Woken by the signal itself (Python's wakeup fd), also while the main thread waits in C
+        # code, where the handler above cannot run: the grace period bounds any stop.
+        while byte := os.read(read_end, 1):
+            if byte[0] in self.signals:
+                time.sleep(self.grace_period)
+                print(f"No clean stop {self.grace_period:g} s after signal {byte[0]}: exiting.", file=sys.stderr)
+                os._exit(128 + byte[0])
+        os.close(read_end)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
             return
-        self._restore()  # a second signal: the previous handler (Ctrl+C: KeyboardInterrupt) now
-        signal.raise_signal(signum)
+        self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        self._wakeup = (signal.set_wakeup_fd(write_end), write_end)
+        threading.Thread(target=self._watch, args=(read_end,), name="graceful-stop", daemon=True).start()
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._wakeup[0])
+            os.close(self._wakeup[1])  # the watcher reads the end of the pipe and finishes
+            self._wakeup = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.received = None
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread
-            self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-    def _should_stop(self, trainer: L.Trainer) -> bool:
+    def _agreed(self, trainer: L.Trainer, always: bool) -> bool:
         if trainer.world_size == 1:
             return self.received is not None
-        if trainer.global_step % self.check_every_n_steps:
+        if not always and trainer.global_step % self.check_every_n_steps:
             return False
+        # every rank reaches this at the same step or epoch end: one all-reduce of "any received?"
         return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # the epoch's last batch: stop after its validation and epoch-end checkpoint instead
-        if self._should_stop(trainer) and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not trainer.is_last_batch and self._agreed(trainer, always=False):  # last: after its validation
             self.stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._should_stop(trainer):
+        if self._agreed(trainer, always=True):
             self.stop(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._agreed(trainer, always=True):  # training ended between the signal and a check
+            self.stop(trainer)
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
     def stop(self, trainer: L.Trainer) -> None:
-        signum = self.received or signal.SIGTERM
-        checkpoint = trainer.checkpoint_callback
-        if hasattr(checkpoint, "write_last"):
-            checkpoint.write_last(trainer)  # the epoch-end save may have written it already: cheap
-            rank_zero_info(f"{signum.name}: saved {checkpoint.last_model_path} at step {trainer.global_step}")
+        signum = self.received or signal.SIGTERM  # another process received it
+        if isinstance(trainer.checkpoint_callback, Checkpoint):
+            trainer.checkpoint_callback.write_last(trainer)
+            rank_zero_info(f"{signum.name}: saved {trainer.checkpoint_callback.last_model_path} at step {trainer.global_step}")
         if signum in self.requeue_signals and SLURMEnvironment.detect() and trainer.is_global_zero:
             requeue_slurm_job()
         self._restore()

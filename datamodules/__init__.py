@@ -1,6 +1,6 @@
 """Data: download, check, split, transform, load."""
 
-from datamodules.base import DataNotFoundError, SplitDataModule
+from datamodules.base import SplitDataModule
 from datamodules.cifar10 import CIFAR10DataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import MNISTDataModule
@@ -10,7 +10,6 @@ from datamodules.vision import VisionDataModule
 
 __all__ = [
     "CIFAR10DataModule",
-    "DataNotFoundError",
     "GaussianClustersDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",

@@ -8,6 +8,7 @@ import torch
 from torchvision.datasets import CIFAR10, cifar
 
 from datamodules.vision import VisionDataModule
+from run.errors import UserError
 
 
 class CIFAR10DataModule(VisionDataModule):
@@ -37,7 +38,7 @@ class CIFAR10DataModule(VisionDataModule):
         folder = self.expected_files()[0]
         for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
             if not cifar.check_integrity(str(folder / name), md5):
-                raise ValueError(
+                raise UserError(
                     f"{folder / name} fails its checksum: damaged, or not the original file. "
                     "Download CIFAR-10 again, or use ImageFolderDataModule for other copies."
                 )

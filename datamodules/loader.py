@@ -1,4 +1,5 @@
-"""The training DataLoader: an order that depends on (seed, epoch) alone, resumable mid-epoch."""
+"""Loaders: training in an order that depends on (seed, epoch) alone, resumable mid-epoch; and
+evaluation that sees every sample once over all processes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ class EpochOrderSampler(DistributedSampler):
         indices = list(super().__iter__())[self.start :]
         self.start = 0
         return iter(indices)
+
+
+class EvaluationShard(DistributedSampler):
+    """Process ``rank``'s share of an evaluation set, in order: every sample exactly once over all
+    processes (a plain DistributedSampler repeats some to even the shares out)."""
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        self.indices = range(rank, len(dataset), world_size)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class ResumableLoader(DataLoader):

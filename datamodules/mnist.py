@@ -11,6 +11,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from datamodules.vision import VisionDataModule
+from run.errors import UserError
 
 
 class MNISTDataModule(VisionDataModule):
@@ -42,7 +43,7 @@ class MNISTDataModule(VisionDataModule):
         counts = [check_idx(folder / name) for name in names]  # train images, labels; test alike
         for (images, labels), split in ((counts[0:2], "train"), (counts[2:4], "t10k")):
             if images != labels:
-                raise ValueError(
+                raise UserError(
                     f"{folder}: the {split} images file holds {images} images but its labels file "
                     f"{labels} labels. Download both again or replace them."
                 )
@@ -64,14 +65,14 @@ def check_idx(path: Path) -> int:
     with open(path, "rb") as f:
         head = f.read(4)
         if len(head) < 4 or head[:3] != b"\x00\x00\x08" or not 1 <= head[3] <= 4:
-            raise ValueError(
+            raise UserError(
                 f"{path} is not an IDX file of unsigned bytes (it starts with {head!r}, not "
                 "00 00 08 <dimensions>). Download it again or replace it."
             )
         dims = struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
     expected, size = 4 + 4 * len(dims) + math.prod(dims), path.stat().st_size
     if size != expected:
-        raise ValueError(
+        raise UserError(
             f"{path} is {'truncated' if size < expected else 'longer than its header says'}: "
             f"{size:,} bytes where its header {dims} needs {expected:,}. Download it again or replace it."
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
 from datamodules.mnist import MNISTDataModule
+from run.errors import UserError
 
 
 class InkedRows:
@@ -68,11 +68,5 @@ class MNISTRowsDataModule(MNISTDataModule):
 
     def loader(self, split: str) -> DataLoader:
         if self.device_resident:
-            raise ValueError(
-                f"{type(self).__name__} pads row sequences in a DataLoader and has no "
-                "device-resident path: set data.device_resident false."
-            )
+            raise UserError("MNISTRowsDataModule pads its sequences in a DataLoader: set --data.device_resident false.")
         return super().loader(split)
-
-    def predict_dataloader(self) -> Any:
-        return self.loader("test")

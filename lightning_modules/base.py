@@ -8,56 +8,59 @@ from typing import Any, Protocol
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_modules.losses import build_loss, check_loss
-from lightning_modules.weights import load_weights
+from run.errors import UserError
+
+SPLITS = ("train", "val", "test")
 
 
 class NetFactory(Protocol):
-    """A network class with its options bound; called with the output width from the data."""
+    """A network class with its options bound; called with the output width the data needs."""
 
     def __call__(self, num_outputs: int) -> nn.Module: ...
 
 
-def leaves_total_steps_open(scheduler: Any) -> bool:
-    """A scheduler factory whose ``total_steps`` the config left unset (OneCycleLR): the model
-    fills in the Trainer's step count. jsonargparse binds every init arg as a partial keyword."""
-    return getattr(scheduler, "keywords", {}).get("total_steps", 0) is None
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def load_weights(net: nn.Module, path: str) -> None:
+    """Load a plain ``state_dict`` of the network, or the network of a Lightning checkpoint, strictly."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        state = content.get("state_dict", content)
+        if "pytorch-lightning_version" in content:  # a TaskModule keeps its network in self.net
+            state = {key[4:]: value for key, value in state.items() if key.startswith("net.")}
+        net.load_state_dict(state)
+    except (OSError, RuntimeError, AttributeError, ValueError) as err:
+        lines = str(err).strip().splitlines()
+        raise UserError(f"--model.init_weights {path}: " + "\n".join(lines[:4])) from err
 
 
 def freeze_parameters(net: nn.Module, prefixes: Sequence[str]) -> None:
-    """``requires_grad = False`` for the parameters whose names start with one of ``prefixes``
-    (a whole name part: ``features`` takes ``features.0.weight``, not ``features_x.weight``)."""
+    """``requires_grad = False`` for parameters whose names start with one of ``prefixes`` (whole
+    name parts: ``features`` takes ``features.0.weight``, not ``features_x.weight``)."""
     parameters = dict(net.named_parameters())
     for prefix in prefixes:
         chosen = [p for name, p in parameters.items() if name == prefix or name.startswith(f"{prefix}.")]
         if not chosen:
             parts = sorted({name.split(".")[0] for name in parameters})
-            raise ValueError(
-                f"--model.freeze {prefix!r} names no parameter of the network. Its parts: {parts} "
-                "(full names: python scripts/inspect_model.py --config ..., without the 'net.')."
-            )
+            raise UserError(f"--model.freeze {prefix!r} names no parameter of the network; its parts: {parts}")
         for parameter in chosen:
             parameter.requires_grad_(False)
 
 
 class TaskModule(L.LightningModule):
-    """Builds ``net(num_outputs)``, materializes its lazy layers on ``input_shape``, checks that
-    the loss fits ``task``, and runs one shared step for train/val/test.
+    """Builds ``net(num_outputs)`` on the data's input shape, checks that the loss fits the task,
+    and runs one shared step for train/val/test. Subclasses give their metrics (``task_metrics``)
+    and how the network's outputs meet the loss and the metrics (``loss_inputs``, ``metric_inputs``).
 
-    Subclasses define the metrics (``make_metrics``), how outputs meet the loss and the metrics
-    (``loss_inputs``, ``metric_inputs``), ``predict_step`` and ``monitor`` (the checkpoint's
-    quality metric and whether higher is better).
-
-    Fine-tuning: ``init_weights`` loads network weights (a ``model.pth`` or a checkpoint) into the
-    new network, strictly; the run itself starts fresh (optimizer, schedule, epoch 0). ``freeze``
-    stops the gradients of the named parts (BatchNorm running statistics still update in training).
+    ``init_weights`` starts the network from a ``state_dict`` or checkpoint file (the optimizer and
+    schedule start afresh); ``freeze`` keeps the named parts fixed.
     """
-
-    monitor: tuple[str, str] = ("val/loss", "min")
 
     def __init__(
         self,
@@ -68,50 +71,50 @@ class TaskModule(L.LightningModule):
         loss: str | nn.Module | None,
         optimizer: OptimizerCallable,
         scheduler: LRSchedulerCallable | None,
-        log_train_metrics: bool = True,
-        init_weights: str | None = None,
-        freeze: list[str] | None = None,
+        log_train_metrics: bool,
+        init_weights: str | None,
+        freeze: list[str] | None,
     ) -> None:
         super().__init__()
-        self.task = task
-        self.log_train_metrics = log_train_metrics
+        self.task, self.log_train_metrics = task, log_train_metrics
         self.loss = build_loss(loss, task)
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.num_outputs = num_outputs  # what the bare network is built with, e.g. to load weights
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.net = net(num_outputs=num_outputs)
         self.example_input_array = self.example_input(input_shape)
-        with torch.no_grad():  # materialize lazy layers so summaries and optimizers see shapes
-            self.net.eval()(*self.example_args())
+        try:  # lazy layers take their shapes here, before an optimizer or a summary sees them
+            with torch.no_grad():
+                self.net.eval()(*self.example_args())
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise UserError(
+                f"--model.net {type(self.net).__name__} cannot take this data's inputs, shaped "
+                f"{tuple(input_shape)}: {first_line(err)}. Choose a network made for them."
+            ) from err
         self.net.train()
         if init_weights is not None:
             load_weights(self.net, init_weights)
         freeze_parameters(self.net, freeze or [])
-        self.train_metrics = self.make_metrics().clone(prefix="train/")
-        self.val_metrics = self.make_metrics().clone(prefix="val/")
-        self.test_metrics = self.make_metrics().clone(prefix="test/")
+        for split in SPLITS:  # one mean loss and one metric collection per split
+            setattr(self, f"{split}_loss", MeanMetric())
+            setattr(self, f"{split}_metrics", self.task_metrics().clone(prefix=f"{split}/"))
 
-    def make_metrics(self) -> MetricCollection:
+    def task_metrics(self) -> MetricCollection:
         raise NotImplementedError
 
-    def example_input(self, input_shape: Sequence[int]) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The forward arguments of a small batch, for lazy layers and the summary's sizes."""
-        return torch.zeros(2, *input_shape)  # (2, *input_shape): BatchNorm needs two samples
+    def example_input(self, input_shape: Sequence[int]) -> Any:
+        return torch.zeros(2, *input_shape)  # two samples: BatchNorm needs more than one
 
     def example_args(self) -> tuple[torch.Tensor, ...]:
         example = self.example_input_array
         return example if isinstance(example, tuple) else (example,)
 
     def loss_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prediction, target) as the loss expects them."""
         return out, y
 
     def metric_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prediction, target) as the metrics expect them."""
         return self.loss_inputs(out, y)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -123,28 +126,31 @@ class TaskModule(L.LightningModule):
             check_loss(self.loss, self.task, *self.loss_inputs(out, targets[: len(out)]), targets)
 
     def shared_step(self, batch: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        *inputs, y = batch  # (x, y), or (x, lengths, y) for sequences: forward takes the inputs
+        *inputs, y = batch  # (x, y), or (x, lengths, y) for sequences
         out = self(*inputs)
         loss = self.loss(*self.loss_inputs(out, y))
-        train = split == "train"
-        # validation and test means are over every process's samples; a training step stays local
-        self.log(
-            f"{split}/loss",
-            loss,
-            on_step=train,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=not train,
-        )
-        if not train or self.log_train_metrics:
-            metrics = getattr(self, f"{split}_metrics")
-            metrics.update(*self.metric_inputs(out.detach(), y))
-            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        getattr(self, f"{split}_loss").update(loss.detach(), len(y))
+        if split != "train" or self.log_train_metrics:
+            getattr(self, f"{split}_metrics").update(*self.metric_inputs(out.detach(), y))
+        if split == "train":
+            self.log("train/loss", loss, prog_bar=True)  # this step's, this process's: no collective
+        else:
+            self.log_epoch(split)
         return loss, out.detach()
+
+    def log_epoch(self, split: str) -> None:
+        # Metric objects: Lightning computes them, an all-gather, on every rank at one point at the
+        # epoch's end (after the callbacks that read metrics on rank 0 alone, e.g. the progress bar)
+        name = "train/loss_epoch" if split == "train" else f"{split}/loss"
+        self.log(name, getattr(self, f"{split}_loss"), on_step=False, on_epoch=True, prog_bar=split != "train")
+        if split != "train" or self.log_train_metrics:
+            self.log_dict(getattr(self, f"{split}_metrics"), on_step=False, on_epoch=True, prog_bar=True)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")[0]
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "val")[1]  # the outputs, for callbacks (confusion matrix)
@@ -157,28 +163,24 @@ class TaskModule(L.LightningModule):
         self.resumed_total_steps = schedulers[0].get("total_steps")  # a one-cycle schedule's length
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])  # not the frozen
+        try:
+            optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
+        except ValueError as err:  # torch checks the options: "Invalid learning rate: -0.1"
+            raise UserError(f"--model.optimizer: {err}") from err
         if self.scheduler is None:
             return optimizer
-        if leaves_total_steps_open(self.scheduler):  # one-cycle: stepped every batch
-            total = int(self.trainer.estimated_stepping_batches)
-            resumed = getattr(self, "resumed_total_steps", None)
-            if resumed is not None and resumed != total:
-                raise ValueError(
-                    f"The checkpoint's one-cycle schedule spans {resumed} steps, but this run has "
-                    f"{total} (max_epochs, max_steps, limit_train_batches or the batch size changed), "
-                    "and a one-cycle schedule cannot be stretched. Keep those settings to resume, or "
-                    "start a new run from these weights with --model.init_weights <checkpoint> "
-                    "(a new optimizer and schedule)."
-                )
-            scheduler = self.scheduler(optimizer, total_steps=total)
-            peak, lr = self.scheduler.keywords.get("max_lr"), optimizer.defaults.get("lr")
-            if peak is not None and peak != lr:
-                note = f"peak max_lr {peak}): the optimizer's lr {lr} is not used."
-                rank_zero_info(f"The one-cycle schedule sets every step's learning rate ({note}")
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = self.scheduler(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor[0]},
-        }
+        options = (self.hparams.get("scheduler") or {}).get("init_args", {})  # as the config gave them
+        if options.get("total_steps", 0) is not None:
+            scheduler = self.scheduler(optimizer)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        # one-cycle: its length is the Trainer's, and it steps every batch
+        total = int(self.trainer.estimated_stepping_batches)
+        resumed = getattr(self, "resumed_total_steps", None)
+        if resumed is not None and resumed != total:
+            raise UserError(
+                f"The checkpoint's one-cycle schedule spans {resumed} steps, this run {total}: a one-cycle "
+                "schedule cannot be stretched. Keep the epochs and batches, or start a new run from these "
+                "weights with --model.init_weights <checkpoint>."
+            )
+        scheduler = self.scheduler(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

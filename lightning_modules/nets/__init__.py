@@ -1,10 +1,5 @@
-"""Plain ``nn.Module`` networks: no Trainer knowledge, no Lightning imports.
-
-A network takes ``num_outputs`` as its first argument (the rest are its options), infers its
-input size with lazy layers, and lists the sample shapes it is tested on in ``input_shapes``.
-A new file here is covered by ``tests/test_nets.py`` with no other edit; exported below, the CLI
-also knows it by its class name (``--model.net CNN``).
-"""
+"""Plain ``nn.Module`` networks, no Lightning: ``num_outputs`` first (the data fills it in), lazy
+layers infer the input size. Exported here, the CLI knows a network by its class name."""
 
 from lightning_modules.nets.cnn import CNN
 from lightning_modules.nets.layers import EpochDropout, SpatialPyramidPool

@@ -10,6 +10,7 @@ from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from torch import nn
 
 from lightning_modules.nets.layers import DropProbability, EpochDropout, SpatialPyramidPool
+from run.errors import UserError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -42,8 +43,6 @@ class CNN(nn.Module):
         seed: seed of the EpochDropout mask.
     """
 
-    input_shapes = ((1, 28, 28), (3, 32, 32))  # what the network tests run it on
-
     def __init__(
         self,
         num_outputs: int,
@@ -63,7 +62,7 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd to keep the spatial size, got {kernel_size}")
+            raise UserError(f"--model.net.kernel_size must be odd to keep the spatial size, got {kernel_size}.")
         padding = dilation * (kernel_size // 2)
         blocks: list[nn.Module] = []
         for width in channels:

@@ -31,8 +31,6 @@ class EpochDropout(nn.Module):
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"EpochDropout p must be in [0, 1), got {p}")
         self.p = p
         self.seed = seed
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))

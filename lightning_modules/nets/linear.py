@@ -20,8 +20,6 @@ class LinearNet(nn.Module):
         seed: seed of the EpochDropout mask.
     """
 
-    input_shapes = ((3,), (1, 28, 28))  # what the network tests run it on
-
     def __init__(self, num_outputs: int, epoch_dropout: DropProbability = 0.0, seed: int = 0) -> None:
         super().__init__()
         self.flatten = nn.Flatten()

@@ -37,7 +37,7 @@ class RecurrentNet(nn.Module):
         seed: seed of the EpochDropout mask.
     """
 
-    input_shapes = ((28, 28),)  # (T, F): what the network tests run it on
+    input_shapes = ((28, 28),)  # (T, F): the sample shapes tests/test_nets.py runs it on
 
     def __init__(
         self,
@@ -53,10 +53,6 @@ class RecurrentNet(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"Unknown cell {cell!r}; choose one of {sorted(CELLS)}")
-        if pool not in ("last", "mean"):
-            raise ValueError(f"Unknown pool {pool!r}; choose 'last' or 'mean'")
         self.pool = pool
         self.num_layers = num_layers
         self.directions = 2 if bidirectional else 1

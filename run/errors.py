@@ -1,0 +1,44 @@
+"""A user's mistake ends the command in a few lines; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import ArgumentError
+from collections.abc import Callable
+from typing import Any
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+MAX_LINES = 6
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (an option, a file, the environment); the message says what
+    to change. Checks raise it where the input enters."""
+
+
+def user_message(error: BaseException | None) -> str | None:
+    """The message of the mistake behind ``error`` (it may be wrapped, e.g. by jsonargparse while
+    it builds a class, or by a DataLoader worker); None when ``error`` is not a user's mistake."""
+    while error is not None:
+        if isinstance(error, (UserError, ArgumentError, MisconfigurationException)):
+            text = str(error).strip()
+            # A DataLoader worker's exception arrives with its traceback in the message
+            return text.splitlines()[-1].split(": ", 1)[-1] if "Original Traceback" in text else text
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def main(command: Callable[[], Any]) -> None:
+    """Run ``command``; a user's mistake is printed in at most ``MAX_LINES`` lines and exits 2
+    (``CLI_DEBUG=1`` shows its traceback too)."""
+    try:
+        command()
+    except Exception as error:
+        message = user_message(error)
+        if message is None or os.environ.get("CLI_DEBUG"):
+            raise
+        lines = message.splitlines()
+        print("error: " + "\n  ".join(line.strip() for line in lines[:MAX_LINES]), file=sys.stderr)
+        sys.exit(2)

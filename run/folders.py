@@ -1,0 +1,144 @@
+"""The run folder: where a fit writes, how a restarted fit finds it again, and its lock.
+
+An unnamed run gets ``<save_dir>/<name>/version_N`` of the first logger. A named run (``--run_id
+ID``, or ``slurm-<job id>`` in a SLURM batch job) gets ``<save_dir>/<name>/ID``, a path every
+process derives alike; running the same command again (a requeued job does) resumes it from the
+checkpoint furthest in training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from run.errors import UserError
+from run.files import read_checkpoint
+
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks
+    fcntl = None
+
+LOCK_FILE = "run.lock"  # held while a process trains in the folder; records who and how
+METRICS_FILE = "metrics.json"  # written when a fit is finished
+
+
+def logger_specs(trainer_config: Any) -> list[Any]:
+    """The ``class_path``/``init_args`` specs of a trainer config's loggers, as a list."""
+    logger = trainer_config.get("logger")
+    return [s for s in (logger if isinstance(logger, list) else [logger]) if hasattr(s, "get") and s.get("class_path")]
+
+
+def experiment_dir(trainer_config: Any) -> Path | None:
+    """``<save_dir>/<name>`` of the first logger when it keeps run folders (CSV, TensorBoard)."""
+    specs = logger_specs(trainer_config)
+    if not specs or not specs[0]["class_path"].endswith(("CSVLogger", "TensorBoardLogger")):
+        return None
+    args = specs[0].get("init_args") or {}
+    return Path(args.get("save_dir") or ".") / str(args.get("name") or "lightning_logs")
+
+
+def run_record(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / LOCK_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def run_name(root: Path, run_id: str | None, command: list[str]) -> str:
+    """``run_id``; in a SLURM batch job ``slurm-<job id>`` (``-2``, ``-3``... for later fits of the
+    job; a requeued job takes the folder its command started); else the next ``version_N``."""
+    if run_id is not None:
+        if not run_id or PurePosixPath(run_id).is_absolute() or ".." in PurePosixPath(run_id).parts:
+            raise UserError(f"--run_id {run_id!r} must be a relative folder name such as 'baseline'.")
+        return run_id
+    taken = sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    job = SLURMEnvironment.job_id()  # None in an interactive allocation: every command is new
+    if job is None:
+        numbers = [int(n[8:]) for n in taken if n.startswith("version_") and n[8:].isdigit()]
+        return f"version_{max(numbers, default=-1) + 1}"
+    ours = [n for n in taken if n == f"slurm-{job}" or n.startswith(f"slurm-{job}-")]
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        for name in ours:
+            if run_record(root / name).get("command") == command:
+                return name
+    return f"slurm-{job}" if not ours else f"slurm-{job}-{len(ours) + 1}"
+
+
+class RunFolder:
+    """A fit's folder: chosen before the Trainer exists, locked by rank 0 while it trains."""
+
+    def __init__(self, root: Path, name: str, command: list[str]) -> None:
+        self.root, self.name, self.path, self.command = root, name, root / name, command
+        self.fresh = not self.path.exists()
+        self._lock: IO[str] | None = None
+
+    def check_unfinished(self) -> None:
+        if not (self.path / METRICS_FILE).is_file():
+            return
+        if run_record(self.path).get("command") == self.command and os.environ.get("SLURM_RESTART_COUNT"):
+            rank_zero_info(f"{self.path} finished before this job was requeued: nothing to do.")
+            raise SystemExit(0)
+        raise UserError(
+            f"{self.path} holds a finished run and is never written into again. Give another --run_id, "
+            f"or start from its weights: --model.init_weights {self.path}/checkpoints/last.ckpt"
+        )
+
+    @rank_zero_only
+    def lock(self) -> None:
+        """One process per folder: POSIX locks work on NFS and Lustre and die with the process."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held while the run lives)
+        except OSError as err:
+            raise UserError(f"Cannot write the run folder {self.path}: {err.strerror or err} "
+                            "(--trainer.default_root_dir, or the logger's save_dir).") from err
+        if fcntl is not None:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                holder = run_record(self.path)
+                raise UserError(f"{self.path} is in use by process {holder.get('pid')} on {holder.get('host')}: "
+                                "wait for it to end, or give this run another --run_id.") from None
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        self._lock = handle
+
+    def release(self, failed: bool) -> None:
+        """Unlock; a failed fit that left nothing worth keeping in a folder it made removes it."""
+        if self._lock is None:
+            return
+        self._lock.close()
+        self._lock = None
+        kept = {p.name for p in self.path.rglob("*") if p.is_file()} - {LOCK_FILE, "config.yaml", "hparams.yaml"}
+        if failed and self.fresh and not kept:
+            shutil.rmtree(self.path, ignore_errors=True)
+            rank_zero_info(f"Removed {self.path}: the run failed before training.")
+
+    def resume_checkpoint(self) -> str | None:
+        """The whole checkpoint furthest in training (its own epoch and step); damaged ones are
+        skipped with a line that says why."""
+        best, best_progress = None, (-1, -1, 0.0)
+        for path in sorted((self.path / "checkpoints").glob("[!.]*.ckpt")):
+            try:
+                checkpoint = read_checkpoint(path)
+            except UserError as skipped:
+                rank_zero_info(f"Skipping {skipped}")
+                continue
+            progress = (checkpoint.get("global_step", 0), checkpoint.get("epoch", 0), path.stat().st_mtime)
+            if progress > best_progress:
+                best, best_progress = str(path), progress
+        if best is not None:
+            rank_zero_info(f"Resuming {self.path} from {best} (step {best_progress[0]}).")
+        return best

@@ -1,0 +1,77 @@
+"""W&B set-up before the Trainer exists: one W&B run per run folder, online when W&B has a key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from run.errors import UserError
+
+STEP_FILE = "last_step.txt"  # in <run>/wandb: the highest step this W&B run has logged
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger whose history is one line across restarts: W&B's step is the
+    trainer's global step, a step already logged before a restart (a resumed run replays it
+    exactly) is not logged again, and epoch-end training metrics, which Lightning logs one step
+    behind validation's, join the current step instead of going back."""
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        if step is None:
+            return super().log_metrics(metrics)
+        logged = Path(self.save_dir or ".") / "wandb" / STEP_FILE
+        if not hasattr(self, "_last_step"):
+            self._resumed_after = int(logged.read_text() or -1) if logged.is_file() else -1
+            self._last_step = -1
+        if step <= self._resumed_after:
+            return None
+        self._last_step = step = max(step, self._last_step)
+        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+        logged.write_text(str(step))  # tiny; a kill mid-write only lets a replayed step through again
+        return None
+
+
+def wandb_has_key() -> bool:
+    """What W&B itself finds: ``WANDB_API_KEY``, its settings, or what ``wandb login`` wrote."""
+    import wandb
+
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except wandb.errors.Error as err:  # e.g. a malformed WANDB_API_KEY
+        raise UserError(f"W&B refused its API key: {err}") from err
+
+
+def prepare_wandb(spec: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> None:
+    """Fill a W&B logger's spec: its files in the run folder, the run's id (kept there, so a
+    restart continues the same W&B run), name, group and tags; offline when W&B has no key."""
+    args = spec.init_args
+    args.save_dir = str(folder.resolve())
+    id_file = folder / "wandb" / "run_id.txt"
+    if args.get("id") is None:
+        import wandb
+
+        args.id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.parent.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(args.id)
+    args.name = args.get("name") or f"{experiment}/{folder.name}"
+    args.group = args.get("group") or group or experiment
+    spec.dict_kwargs = extra = {"tags": tags, "resume": "allow", **(spec.get("dict_kwargs") or {})}
+    mode = os.environ.get("WANDB_MODE") or extra.get("mode")
+    if args.get("offline") or mode in ("offline", "disabled"):
+        return
+    if not wandb_has_key():
+        if mode == "online":
+            raise UserError("WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
+                            "WANDB_API_KEY, or unset WANDB_MODE to log offline.")
+        args.offline = True
+        rank_zero_info(f"W&B: no API key, logging offline; upload later: wandb sync {folder}/wandb/offline-run-*")
+
+
+def wandb_dirs(root: Path) -> dict[str, str]:
+    """W&B's artifact staging, cache and download folders, kept under ``root`` (its defaults are
+    in the home folder, a quota problem on clusters)."""
+    return {f"WANDB_{name}_DIR": str(root / "wandb" / name.lower()) for name in ("DATA", "CACHE", "ARTIFACT")}
