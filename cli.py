@@ -7,6 +7,8 @@ validates and tests the best checkpoint, writing ``metrics.json`` beside the run
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -30,7 +32,7 @@ from lightning_modules import TaskModule
 from run.errors import UserError, main
 from run.files import AtomicCheckpointIO, read_checkpoint, write_text
 from run.folders import METRICS_FILE, RunFolder, experiment_dir, logger_specs, run_name
-from run.wandb import prepare_wandb, wandb_dirs
+from run.wandb import prepare_wandb
 
 CSV_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}}
 
@@ -134,8 +136,7 @@ class TemplateCLI(LightningCLI):
         tags = [tag.rsplit(".", 1)[-1] for tag in tags] + [Path(str(c)).stem for c in self.config.get("config") or []][1:]
         for spec in logger_specs(trainer):
             if spec.class_path.endswith("WandbLogger"):
-                prepare_wandb(spec, run.path, root.name, config.run_group, tags)
-                os.environ.update(wandb_dirs(run.path))
+                os.environ.update(prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags))
             else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
                 spec.init_args.name = spec.init_args.get("name") or root.name
                 spec.init_args.version = run.name
@@ -167,7 +168,8 @@ class TemplateCLI(LightningCLI):
         path = write_text(self.runs[-1].path / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True) + "\n")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")} | {"best_checkpoint": best})
+                best_values = {k: v for k, v in metrics.items() if k.startswith("test/") or k == checkpoint.monitor}
+                logger.experiment.summary.update(best_values | {"best_checkpoint": best})
         print(f"metrics {path}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
 
@@ -202,6 +204,14 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True, callbacks: Seq
             sys.modules["wandb"].run.finish(exit_code=int(failed))  # a later run in this process starts its own
         os.environ.clear()
         os.environ.update(environment)  # the W&B folders were this run's
+
+
+def resolved_config(fit_args: Sequence[str]) -> dict[str, Any]:
+    """The fit config as ``cli.py fit --print_config`` resolves it (a mistake in it ends here)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        cli_main(["fit", *fit_args, "--print_config"])
+    return yaml.safe_load(printed.getvalue())
 
 
 if __name__ == "__main__":

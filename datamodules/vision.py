@@ -87,6 +87,7 @@ class VisionDataModule(SplitDataModule):
         self.mean, self.std = tuple(mean or self.mean), tuple(std or self.std)
         self.download, self.device_resident, self.alternate_flip = download, device_resident, alternate_flip
         self._uint8: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split -> on the device
 
     @property
     def classes(self) -> list[str]:

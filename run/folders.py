@@ -121,8 +121,8 @@ class RunFolder:
             return
         self._lock.close()
         self._lock = None
-        kept = {p.name for p in self.path.rglob("*") if p.is_file()} - {LOCK_FILE, "config.yaml", "hparams.yaml"}
-        if failed and self.fresh and not kept:
+        trained = (self.path / "metrics.csv").exists() or any((self.path / "checkpoints").glob("*.ckpt"))
+        if failed and self.fresh and not trained:
             shutil.rmtree(self.path, ignore_errors=True)
             rank_zero_info(f"Removed {self.path}: the run failed before training.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +46,29 @@ def wandb_has_key() -> bool:
         raise UserError(f"W&B refused its API key: {err}") from err
 
 
-def prepare_wandb(spec: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> None:
-    """Fill a W&B logger's spec: its files in the run folder, the run's id (kept there, so a
-    restart continues the same W&B run), name, group and tags; offline when W&B has no key."""
-    args = spec.init_args
+def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> dict[str, str]:
+    """Fill a W&B logger's ``init_args``: its files in the run folder, the run's id (kept there, so
+    a restart continues the same W&B run), name, group and tags; offline when W&B has no key.
+    Returns the environment W&B's own folders take while the run lasts (its defaults are in the
+    home folder, a quota problem on clusters)."""
     args.save_dir = str(folder.resolve())
     id_file = folder / "wandb" / "run_id.txt"
     if args.get("id") is None:
-        import wandb
-
-        args.id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        args.id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
     id_file.parent.mkdir(parents=True, exist_ok=True)
     id_file.write_text(args.id)
     args.name = args.get("name") or f"{experiment}/{folder.name}"
     args.group = args.get("group") or group or experiment
-    spec.dict_kwargs = extra = {"tags": tags, "resume": "allow", **(spec.get("dict_kwargs") or {})}
-    mode = os.environ.get("WANDB_MODE") or extra.get("mode")
-    if args.get("offline") or mode in ("offline", "disabled"):
-        return
-    if not wandb_has_key():
-        if mode == "online":
-            raise UserError("WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
-                            "WANDB_API_KEY, or unset WANDB_MODE to log offline.")
-        args.offline = True
-        rank_zero_info(f"W&B: no API key, logging offline; upload later: wandb sync {folder}/wandb/offline-run-*")
-
-
-def wandb_dirs(root: Path) -> dict[str, str]:
-    """W&B's artifact staging, cache and download folders, kept under ``root`` (its defaults are
-    in the home folder, a quota problem on clusters)."""
-    return {f"WANDB_{name}_DIR": str(root / "wandb" / name.lower()) for name in ("DATA", "CACHE", "ARTIFACT")}
+    args.tags, args.resume = args.get("tags") or tags, args.get("resume") or "allow"
+    environment = {f"WANDB_{name}_DIR": str(folder / "wandb" / name.lower()) for name in ("DATA", "CACHE", "ARTIFACT")}
+    if args.get("save_code"):  # every Python file of the project, not only cli.py
+        environment["WANDB_CODE_DIR"] = str(Path(__file__).resolve().parents[1])
+    mode = os.environ.get("WANDB_MODE") or args.get("mode")
+    if args.get("offline") or mode in ("offline", "disabled", "dryrun") or wandb_has_key():
+        return environment
+    if mode == "online":
+        raise UserError("WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
+                        "WANDB_API_KEY, or unset WANDB_MODE to log offline.")
+    args.mode = "offline"  # not `offline`: W&B has read its settings already, and log_model works offline
+    rank_zero_info(f"W&B: no API key, logging offline; upload later: wandb sync {folder}/wandb/offline-run-*")
+    return environment

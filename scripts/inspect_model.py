@@ -1,46 +1,32 @@
 """Print a config's model parameter by parameter: name, shape, count, trainable.
 
-    python scripts/inspect_model.py --config configs/mnist_cnn.yaml [--model.init_args... ...]
+    python scripts/inspect_model.py --config configs/mnist_cnn.yaml [other cli.py fit options]
 
-Takes the same flags as ``cli.py fit`` (without the subcommand). The model is built as a run
-would build it, lazy layers included, but nothing is trained and no data is read.
+The model is built as a run builds it, lazy layers included; nothing is trained, no data is read.
+The names are what ``--model.freeze`` takes (without ``net.``).
 """
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-from torch import nn
+import sys
+from pathlib import Path
 
-from cli import cli_main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-
-def parameter_rows(model: nn.Module) -> list[tuple[str, tuple[int, ...], int, bool]]:
-    """(name, shape, count, trainable) of every parameter, in ``named_parameters`` order."""
-    return [(name, tuple(p.shape), p.numel(), p.requires_grad) for name, p in model.named_parameters()]
+from cli import cli_main  # noqa: E402
+from run.errors import main as report_mistakes  # noqa: E402
 
 
-def parameter_table(model: nn.Module) -> Table:
-    rows = parameter_rows(model)
-    table = Table(title=f"{type(model).__name__} parameters")
-    for column, justify in (("name", "left"), ("shape", "left"), ("count", "right"), ("trainable", "center")):
-        table.add_column(column, justify=justify)
-    for name, shape, count, trainable in rows:
-        table.add_row(name, str(list(shape)), f"{count:,}", "yes" if trainable else "no")
-    trainable_total = sum(count for *_, count, trainable in rows if trainable)
-    total = sum(count for _, _, count, _ in rows)
-    table.add_section()
-    table.add_row("total", "", f"{total:,}", f"{trainable_total:,} trainable")
-    return table
-
-
-def main(args: list[str] | None = None) -> Table:
-    """Build the model from ``args`` (default: the command line) and print its table."""
+def main(argv: list[str] | None = None) -> list[tuple[str, tuple[int, ...], int, bool]]:
+    args = sys.argv[1:] if argv is None else argv
+    sys.argv[1:] = []  # they go to the CLI as its arguments
     model = cli_main(args, run=False).model
-    table = parameter_table(model)
-    Console().print(table)
-    return table
+    rows = [(name, tuple(p.shape), p.numel(), p.requires_grad) for name, p in model.named_parameters()]
+    for name, shape, count, trainable in rows:
+        print(f"{name:<40} {str(list(shape)):<20} {count:>12,} {'trainable' if trainable else 'frozen'}")
+    print(f"{'total':<40} {'':<20} {sum(r[2] for r in rows):>12,} ({sum(r[2] for r in rows if r[3]):,} trainable)")
+    return rows
 
 
 if __name__ == "__main__":
-    main()  # flags from sys.argv
+    report_mistakes(main)
