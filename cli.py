@@ -17,42 +17,41 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import get_loader, set_loader
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
-import datamodules  # noqa: F401  (the datamodules, chosen by class name)
-import lightning_modules  # noqa: F401  (the models and networks, likewise)
 from callbacks import Checkpoint, EpochDropoutReset, GracefulStop, PredictionWriter, RunConfig
-from datamodules import SplitDataModule
-from lightning_modules import TaskModule
+from datamodules.base import SplitDataModule
+from lightning_modules.base import TaskModule
 from run.errors import UserError, main
 from run.files import AtomicCheckpointIO, read_checkpoint, write_text
 from run.folders import METRICS_FILE, RunFolder, experiment_dir, logger_specs, run_name
-from run.wandb import prepare_wandb
 
 CSV_LOGGER = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}}
 
 
-def strict_yaml(text: str) -> Any:
-    """jsonargparse's YAML loader, refusing a key given twice in one mapping (YAML keeps the last)."""
-    nodes = [yaml.compose(text)]
+def check_duplicate_keys(path: str) -> None:
+    """YAML keeps the last of a key given twice in one mapping; a config file here may not."""
+    try:
+        nodes = [yaml.compose(Path(path).read_text())]
+    except (OSError, yaml.YAMLError):  # jsonargparse says what is wrong with the file
+        return
     while nodes:
         node = nodes.pop()
         if isinstance(node, yaml.MappingNode):
             keys = [key.value for key, _ in node.value]
-            for key, _ in node.value:
-                if keys.count(key.value) > 1:
-                    raise ValueError(f"key {key.value!r} appears twice (line {key.start_mark.line + 1}).")
-        nodes += [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode) else []
-        nodes += node.value if isinstance(node, yaml.SequenceNode) else []
-    return get_loader("yaml")(text)
-
-
-set_loader("yaml_strict", strict_yaml, exceptions=(yaml.YAMLError, ValueError))
+            twice = [key for key, _ in node.value if keys.count(key.value) > 1]
+            if twice:
+                raise UserError(
+                    f"{path}, line {twice[-1].start_mark.line + 1}: key {twice[-1].value!r} appears twice "
+                    "in one mapping (YAML would keep only the last): merge them."
+                )
+            nodes += [value for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            nodes += node.value
 
 
 def flat(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -72,9 +71,12 @@ def check_resume(path: str, config: Any) -> None:
             if given.get(key, value) != value:
                 changed.append(f"--{part}.{key} {given[key]} (the checkpoint's: {value})")
     if changed:
-        raise UserError(f"{path} was trained with other options than these:\n" + "\n".join(changed[:4]) +
-                        "\nResume with the checkpoint's options, or start a new run from its weights: "
-                        f"--model.init_weights {path}")
+        raise UserError(
+            f"{path} was trained with other options than these:\n"
+            + "\n".join(changed[:4])
+            + "\nResume with the checkpoint's options, or start a new run from its weights: "
+            f"--model.init_weights {path}"
+        )
 
 
 class TemplateCLI(LightningCLI):
@@ -87,17 +89,30 @@ class TemplateCLI(LightningCLI):
         parser.add_lightning_class_args(GracefulStop, "signals")
         parser.add_lightning_class_args(EpochDropoutReset, "epoch_dropout")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_argument("--run_id", type=str | None, default=None,
-                            help="fit: the run folder's name (default version_N; slurm-<job id> in SLURM). "
-                                 "The same id again resumes the run.")
-        parser.add_argument("--run_group", type=str | None, default=None, help="fit: the W&B group (default: the experiment).")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="fit: then validate and test the best checkpoint and write metrics.json.")
+        parser.add_argument(
+            "--run_id",
+            type=str | None,
+            default=None,
+            help="fit: the run folder's name (default version_N; slurm-<job id> in SLURM). "
+            "The same id again resumes the run.",
+        )
+        parser.add_argument(
+            "--run_group", type=str | None, default=None, help="fit: the W&B group (default: the experiment)."
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="fit: then validate and test the best checkpoint and write metrics.json.",
+        )
         for fact in ("task", "num_classes", "input_shape"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]  # a requeued job finds its run by it
+        for flag, value in zip(self.command, self.command[1:]):
+            if flag in ("--config", "-c"):
+                check_duplicate_keys(value)
         super().parse_arguments(parser, args)
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         if self.config.get("subcommand") == "fit" and config.get("ckpt_path"):
@@ -111,11 +126,15 @@ class TemplateCLI(LightningCLI):
         if config.get("weights_only", True) is None:  # checkpoints here load safely
             config.weights_only = True
         if SLURMEnvironment.detect() and not trainer.get("plugins"):  # GracefulStop requeues: not Lightning too
-            trainer.plugins = [{"class_path": f"{SLURMEnvironment.__module__}.SLURMEnvironment", "init_args": {"auto_requeue": False}}]
+            trainer.plugins = [
+                {"class_path": f"{SLURMEnvironment.__module__}.SLURMEnvironment", "init_args": {"auto_requeue": False}}
+            ]
         if self.subcommand != "fit":
             if not config.ckpt_path and not config.model.init_args.get("init_weights"):
-                raise UserError(f"`{self.subcommand}` needs trained weights: --ckpt_path CHECKPOINT or "
-                                "--model.init_weights FILE (a state_dict or checkpoint).")
+                raise UserError(
+                    f"`{self.subcommand}` needs trained weights: --ckpt_path CHECKPOINT or "
+                    "--model.init_weights FILE (a state_dict or checkpoint)."
+                )
             trainer.logger = False  # evaluations print their results and keep no run folder
             self.save_config_callback = None
             weights = Path(config.ckpt_path or config.model.init_args.init_weights)
@@ -133,9 +152,13 @@ class TemplateCLI(LightningCLI):
         self.runs.append(run)
         run.lock()
         tags = [config.model.class_path, config.model.init_args.net.class_path, config.data.class_path]
-        tags = [tag.rsplit(".", 1)[-1] for tag in tags] + [Path(str(c)).stem for c in self.config.get("config") or []][1:]
+        tags = [tag.rsplit(".", 1)[-1] for tag in tags] + [Path(str(c)).stem for c in self.config.get("config") or []][
+            1:
+        ]
         for spec in logger_specs(trainer):
             if spec.class_path.endswith("WandbLogger"):
+                from run.wandb import prepare_wandb  # W&B's set-up, and wandb, only for runs that log there
+
                 os.environ.update(prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags))
             else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
                 spec.init_args.name = spec.init_args.get("name") or root.name
@@ -157,14 +180,21 @@ class TemplateCLI(LightningCLI):
         loggers, trainer.loggers = trainer.loggers, []  # results of the best checkpoint, not history points
         metrics: dict[str, float] = {}
         for evaluate in (trainer.validate, trainer.test):
-            for result in evaluate(self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True):
+            for result in evaluate(
+                self.model, datamodule=self.datamodule, ckpt_path=best, verbose=False, weights_only=True
+            ):
                 metrics.update({k: float(v) for k, v in result.items()})
         trainer.loggers = loggers
         if not trainer.is_global_zero or not self.runs:
             return
         checkpoint = trainer.checkpoint_callback
-        result = {"metrics": metrics, "checkpoint": best, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                  "monitor": {"metric": checkpoint.monitor, "mode": checkpoint.mode} if checkpoint else None}
+        result = {
+            "metrics": metrics,
+            "checkpoint": best,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "monitor": {"metric": checkpoint.monitor, "mode": checkpoint.mode} if checkpoint else None,
+        }
         path = write_text(self.runs[-1].path / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True) + "\n")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
@@ -190,7 +220,7 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True, callbacks: Seq
             auto_configure_optimizers=False,
             save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": True},  # a resumed run rewrites it: same model and data
-            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "parser_mode": "yaml_strict"},
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
             args=args,
             run=run,
             runs=runs,

@@ -5,5 +5,3 @@ from callbacks.epoch_dropout import EpochDropoutReset
 from callbacks.predictions import PredictionWriter
 from callbacks.run_config import RunConfig
 from callbacks.signals import GracefulStop
-
-__all__ = ["Checkpoint", "EpochDropoutReset", "GracefulStop", "PredictionWriter", "RunConfig"]

@@ -21,8 +21,12 @@ def rng_states() -> dict[str, Any]:
     """The random generators a step may draw from, as tensors and numbers (``weights_only`` loads them)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": cuda,
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "cuda": cuda,
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -59,7 +63,9 @@ class Checkpoint(ModelCheckpoint):
         every_n_train_steps: NonNegativeInt = 0,
         train_time_interval: timedelta | None = None,
     ) -> None:
-        super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, enable_version_counter=False)
+        super().__init__(
+            dirpath=dirpath, monitor=monitor, mode=mode, save_top_k=save_top_k, enable_version_counter=False
+        )
         self.last_every = every_n_train_steps
         self.last_interval = train_time_interval.total_seconds() if train_time_interval else None
         self._last_time, self._last_step = time.monotonic(), -1
@@ -95,8 +101,10 @@ class Checkpoint(ModelCheckpoint):
         # inside Trainer.save_checkpoint, which every rank calls at the same point: one all-reduce
         if trainer.strategy.reduce_boolean_decision(not bool(finite.all()), all=False):
             names = [k for k, ok in zip(floats, finite.tolist(), strict=True) if not ok] or ["another process's"]
-            raise UserError(f"Training diverged at step {trainer.global_step}: {', '.join(names[:3])} not finite, "
-                            "so no checkpoint is written. Lower the learning rate (or clip gradients).")
+            raise UserError(
+                f"Training diverged at step {trainer.global_step}: {', '.join(names[:3])} not finite, "
+                "so no checkpoint is written. Lower the learning rate (or clip gradients)."
+            )
         loader = trainer.train_dataloader
         position = loader.state_dict() if hasattr(loader, "state_dict") else None
         checkpoint["resume"] = {"rng": rng_states(), "train_loader": position}

@@ -38,8 +38,10 @@ class FitPlot(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not hasattr(trainer.datamodule, "true_curve"):
-            raise UserError(f"FitPlot needs data that knows its true curve (PolynomialDataModule), not "
-                            f"{type(trainer.datamodule).__name__}: remove it from trainer.callbacks.")
+            raise UserError(
+                f"FitPlot needs data that knows its true curve (PolynomialDataModule), not "
+                f"{type(trainer.datamodule).__name__}: remove it from trainer.callbacks."
+            )
 
     @torch.no_grad()
     def curves(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, ...]:
@@ -56,7 +58,9 @@ class FitPlot(Callback):
             return  # a diverged model has no curve (the checkpoint refuses it)
         fit, target = coefficients(features, fitted), coefficients(features, true)
         names = ["fit/bias", *(f"fit/w{i}" for i in range(1, len(fit)))]
-        values = {name: float(c) for name, c in zip(names, fit, strict=True)} | {"fit/coef_error": float((fit - target).abs().max())}
+        values = {name: float(c) for name, c in zip(names, fit, strict=True)} | {
+            "fit/coef_error": float((fit - target).abs().max())
+        }
         pl_module.log_dict(values, sync_dist=True)  # the same on every rank; the mean says so without a warning
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -68,7 +72,11 @@ class FitPlot(Callback):
         axes = figure.subplots()
         axes.plot(self.x, true, label="true curve")
         axes.plot(self.x, fitted, "--", label="model")
-        axes.set(xlabel="x", ylabel="y", title="fitted (bias, w): " + ", ".join(f"{c:.3f}" for c in coefficients(features, fitted).tolist()))
+        axes.set(
+            xlabel="x",
+            ylabel="y",
+            title="fitted (bias, w): " + ", ".join(f"{c:.3f}" for c in coefficients(features, fitted).tolist()),
+        )
         axes.legend()
         with atomic_path(Path(folder) / "fit.png") as tmp:
             figure.savefig(tmp, dpi=100)

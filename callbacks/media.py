@@ -62,11 +62,17 @@ class MediaLogger(Callback):
         num_classes = getattr(pl_module, "num_classes", None)
         if self.active and self.confusion_matrix and num_classes and self.matrix is None:
             binary = pl_module.task == "binary"
-            self.matrix = (BinaryConfusionMatrix() if binary else MulticlassConfusionMatrix(num_classes)).to(pl_module.device)
+            self.matrix = (BinaryConfusionMatrix() if binary else MulticlassConfusionMatrix(num_classes)).to(
+                pl_module.device
+            )
         self.class_names = list(getattr(trainer.datamodule, "classes", None) or range(num_classes or 0))
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not (self.active and self.num_images and trainer.global_step == 0 and batch_idx == 0 and is_image_batch(batch[0])):
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not (
+            self.active and self.num_images and trainer.global_step == 0 and batch_idx == 0 and is_image_batch(batch[0])
+        ):
             return
         x, y = batch[0][: self.num_images].detach().float().cpu(), batch[-1][: self.num_images].tolist()
         grid = make_grid(x, nrow=8, normalize=True, pad_value=1.0)  # one [min, max] for all: contrasts compare
@@ -78,7 +84,13 @@ class MediaLogger(Callback):
         self.rows = {True: [], False: []}  # rank 0's share of this validation: hits, misses
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking or not self.active:
             return
@@ -91,7 +103,7 @@ class MediaLogger(Callback):
     def collect(self, pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor) -> None:
         if not hasattr(pl_module, "probabilities"):  # regression: (x, y, prediction) points
             self.columns = ["x", "y", "prediction"]
-            points = zip(x.flatten(1)[:, 0].tolist(), y.tolist(), outputs.flatten().tolist())
+            points = zip(x.flatten(1)[:, 0].tolist(), y.tolist(), outputs.flatten().tolist(), strict=True)
             self.rows[True] += [(0.0, None, list(point)) for point in points]
             del self.rows[True][self.num_predictions :]
             return
@@ -125,7 +137,9 @@ class MediaLogger(Callback):
             return
         import wandb
 
-        rows = (sorted(self.rows[False], key=lambda r: r[0]) + sorted(self.rows[True], key=lambda r: r[0]))[: self.num_predictions]
+        rows = (sorted(self.rows[False], key=lambda r: r[0]) + sorted(self.rows[True], key=lambda r: r[0]))[
+            : self.num_predictions
+        ]
         data = [([wandb.Image(image.float())] if image is not None else []) + row for _, image, row in rows]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -29,12 +29,20 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output, self.topk = output, topk
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
         columns = {k: torch.cat([batch[k].cpu() for batch in predictions]) for k in predictions[0]}
         if "probs" in columns:  # (N, C) class probabilities
             probs = columns.pop("probs")
             probs, classes = probs.topk(min(self.topk, probs.shape[1]), dim=1)
-            columns = {"pred": classes[:, 0], "prob": probs[:, 0], "topk_classes": classes, "topk_probs": probs, **columns}
+            columns = {
+                "pred": classes[:, 0],
+                "prob": probs[:, 0],
+                "topk_classes": classes,
+                "topk_probs": probs,
+                **columns,
+            }
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(["index", *columns])

@@ -27,4 +27,6 @@ class RunConfig(SaveConfigCallback):
                 continue
             logger.log_hyperparams(config)
             if isinstance(logger, WandbLogger) and getattr(checkpoint, "monitor", None):
-                logger.experiment.define_metric(checkpoint.monitor, summary=checkpoint.mode, step_metric="trainer/global_step")
+                logger.experiment.define_metric(
+                    checkpoint.monitor, summary=checkpoint.mode, step_metric="trainer/global_step"
+                )

@@ -129,7 +129,9 @@ class GracefulStop(Callback):
         signum = self.received or signal.SIGTERM  # another process received it
         if isinstance(trainer.checkpoint_callback, Checkpoint):
             trainer.checkpoint_callback.write_last(trainer)
-            rank_zero_info(f"{signum.name}: saved {trainer.checkpoint_callback.last_model_path} at step {trainer.global_step}")
+            rank_zero_info(
+                f"{signum.name}: saved {trainer.checkpoint_callback.last_model_path} at step {trainer.global_step}"
+            )
         if signum in self.requeue_signals and SLURMEnvironment.detect() and trainer.is_global_zero:
             requeue_slurm_job()
         self._restore()

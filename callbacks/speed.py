@@ -16,8 +16,10 @@ class InitFromData(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         init = getattr(pl_module.net, "init_from_data", None)
         if not callable(init):
-            raise UserError(f"InitFromData needs a network with init_from_data(x), such as SpeedrunNet, "
-                            f"not {type(pl_module.net).__name__}: remove the callback.")
+            raise UserError(
+                f"InitFromData needs a network with init_from_data(x), such as SpeedrunNet, "
+                f"not {type(pl_module.net).__name__}: remove the callback."
+            )
         x = next(iter(trainer.train_dataloader))[0]  # (B, C, H, W)
         init(trainer.strategy.broadcast(x.cpu()).to(pl_module.device))  # every rank, at train start
 

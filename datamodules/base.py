@@ -1,4 +1,4 @@
-"""Shared data logic: a seeded validation split or k-fold, per-process batches, DataLoaders.
+"""Shared data logic: a seeded validation split or k-fold, per-process batches, loaders.
 
 A subclass says what its data is (``task``, ``num_classes``, ``input_shape``), where the official
 training and test sets come from (``source``, ``source_targets``) and how samples are transformed.
@@ -23,14 +23,15 @@ AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2))
 
 
 def data_not_found(name: str, folder: Path, expected: Sequence[str], cause: str) -> UserError:
-    return UserError(f"{name} not found in {folder.resolve()} ({cause}).\n"
-                     "Point --data.data_dir to a folder that holds it, e.g. ../shared/data.\n"
-                     f"Expected there: {', '.join(expected)}")
+    return UserError(
+        f"{name} not found in {folder.resolve()} ({cause}).\nPoint --data.data_dir to a folder "
+        f"that holds it, e.g. ../shared/data.\nExpected there: {', '.join(expected)}"
+    )
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave the stop signals to the main process, which saves and stops them:
-    SLURM and Ctrl+C signal every process of a job, workers too."""
+    """Workers leave the stop signals to the main process, which saves and then stops them:
+    SLURM and Ctrl+C signal every process of a job."""
     for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
@@ -42,11 +43,11 @@ class TransformedSubset(Dataset):
         self.source, self.indices, self.transform = source, indices, transform
 
     def __len__(self) -> int:
-        return len(self.indices) if self.indices is not None else len(self.source)  # type: ignore[arg-type]
+        return len(self.indices if self.indices is not None else self.source)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         x, y = self.source[int(self.indices[i]) if self.indices is not None else i]
-        return (self.transform(x) if self.transform is not None else x), y
+        return (self.transform(x) if self.transform else x), y
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -85,21 +86,16 @@ class SplitDataModule(L.LightningDataModule):
         super().__init__()
         if num_folds is not None and fold >= num_folds:
             raise UserError(f"--data.fold {fold} does not exist: choose 0 to {num_folds - 1}.")
-        # what a resumed run must not change (see cli.py); where the data lies and how it is read may
+        # what a resumed run must keep (cli.py checks); where the data is, and how it is read, may change
         self.save_hyperparameters(ignore=["data_dir", "num_workers", "pin_memory", "persistent_workers"], logger=False)
         self.data_dir, self.batch_size, self.global_batch_size = Path(data_dir), batch_size, global_batch_size
         self.val_fraction, self.num_folds, self.fold, self.seed = val_fraction, num_folds, fold, seed
-        self.loader_options = {"num_workers": num_workers, "pin_memory": pin_memory,
-                               "persistent_workers": persistent_workers and num_workers > 0}
+        self.loader_options = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+        }
         self.datasets: dict[str, Dataset] = {}
-
-    @property
-    def num_classes(self) -> int | None:
-        raise NotImplementedError
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
 
     def source(self, train: bool) -> Dataset:
         """The official training (``train=True``) or test set, untransformed."""
@@ -119,26 +115,29 @@ class SplitDataModule(L.LightningDataModule):
             from sklearn.model_selection import KFold, StratifiedKFold
 
             kind = KFold if self.task == "regression" else StratifiedKFold
-            folds = kind(self.num_folds, shuffle=True, random_state=self.seed).split(targets, targets)
-            return tuple(torch.from_numpy(part) for part in list(folds)[self.fold])  # type: ignore[return-value]
-        n = len(targets)
-        n_val = max(1, round(n * self.val_fraction))
-        train, val = random_split(range(n), [n - n_val, n_val], generator=torch.Generator().manual_seed(self.seed))
+            train, val = list(kind(self.num_folds, shuffle=True, random_state=self.seed).split(targets, targets))[
+                self.fold
+            ]
+            return torch.from_numpy(train), torch.from_numpy(val)
+        n_val = max(1, round(len(targets) * self.val_fraction))
+        generator = torch.Generator().manual_seed(self.seed)
+        train, val = random_split(range(len(targets)), [len(targets) - n_val, n_val], generator=generator)
         return torch.tensor(sorted(train.indices)), torch.tensor(sorted(val.indices))
 
     def train_targets(self) -> torch.Tensor:
         return self.source_targets(train=True)[self.split_indices()[0]]
 
     def setup(self, stage: str) -> None:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
+        world_size = self.trainer.world_size if self.trainer else 1
         if self.global_batch_size is not None:
             if self.global_batch_size % world_size:
-                raise UserError(f"--data.global_batch_size {self.global_batch_size} does not divide by the "
-                                f"{world_size} processes: choose a multiple of {world_size}.")
+                raise UserError(
+                    f"--data.global_batch_size {self.global_batch_size} does not divide by the "
+                    f"{world_size} processes: choose a multiple of {world_size}."
+                )
             self.batch_size = self.global_batch_size // world_size
         if stage in ("fit", "validate") and "train" not in self.datasets:
-            train, val = self.split_indices()
-            source = self.source(train=True)
+            (train, val), source = self.split_indices(), self.source(train=True)
             self.datasets["train"] = TransformedSubset(source, train, self.transform("train"))
             self.datasets["val"] = TransformedSubset(source, val, self.transform("eval"))
         if stage in ("test", "predict") and "test" not in self.datasets:  # only ever evaluated
@@ -146,11 +145,13 @@ class SplitDataModule(L.LightningDataModule):
 
     def loader(self, split: str) -> Any:
         options = {"batch_size": self.batch_size, "collate_fn": self.collate_fn, **self.loader_options}
-        if self.loader_options["num_workers"]:
+        if options["num_workers"]:
             options["worker_init_fn"] = ignore_stop_signals
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if split != "train":  # each process its share, every sample once (a DistributedSampler pads)
-            return DataLoader(self.datasets[split], sampler=EvaluationShard(self.datasets[split], rank, world_size), **options)
+        if split != "train":
+            return DataLoader(
+                self.datasets[split], sampler=EvaluationShard(self.datasets[split], rank, world_size), **options
+            )
         # the order depends on the data seed and the run's seed alone, so a resumed run replays it
         seed = (self.seed * 1_000_003 + torch.initial_seed()) % (1 << 62)
         return training_loader(self.datasets["train"], seed, rank, world_size, **options)

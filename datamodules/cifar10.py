@@ -12,35 +12,24 @@ from run.errors import UserError
 
 
 class CIFAR10DataModule(VisionDataModule):
-    """CIFAR-10: 50,000 training and 10,000 test images, 3x32x32, 10 classes.
+    """CIFAR-10: 50,000 training and 10,000 test images, 3x32x32, 10 classes, read from
+    ``<data_dir>/cifar-10-batches-py/`` (checksums verified). For a JPEG copy in image-folder layout
+    use ImageFolderDataModule. Options: see VisionDataModule."""
 
-    Reads ``<data_dir>/cifar-10-batches-py/`` (torchvision's layout, checksums verified). For a
-    JPEG copy in image-folder layout use ImageFolderDataModule. See VisionDataModule for options.
-    """
-
-    name = "CIFAR-10"
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2470, 0.2435, 0.2616)
-
-    @property
-    def classes(self) -> list[str]:
-        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (3, 32, 32)
+    name, image_shape = "CIFAR-10", (3, 32, 32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
     def expected_files(self) -> tuple[Path, list[str]]:
         names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + ["batches.meta"]
         return self.data_dir / CIFAR10.base_folder, names
 
     def verify(self) -> None:
-        folder = self.expected_files()[0]
         for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
-            if not cifar.check_integrity(str(folder / name), md5):
+            if not cifar.check_integrity(str(self.expected_files()[0] / name), md5):
                 raise UserError(
-                    f"{folder / name} fails its checksum: damaged, or not the original file. "
-                    "Download CIFAR-10 again, or use ImageFolderDataModule for other copies."
+                    f"{self.expected_files()[0] / name} fails its checksum: download CIFAR-10 again, "
+                    "or read other copies with ImageFolderDataModule."
                 )
 
     def fetch(self) -> None:

@@ -49,9 +49,19 @@ class DeviceLoader:
     """
 
     def __init__(
-        self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, mean: Sequence[float], std: Sequence[float],
-        train: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, crop_padding: int = 0,
-        padding_mode: str = "constant", flip: str = "none",
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        crop_padding: int = 0,
+        padding_mode: str = "constant",
+        flip: str = "none",
     ) -> None:
         self.images, self.targets, self.batch_size, self.train = images, targets, batch_size, train
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
@@ -74,7 +84,11 @@ class DeviceLoader:
         return order[self.rank :: self.world_size][: n // self.world_size]
 
     def __len__(self) -> int:
-        n = len(self.images) // self.world_size if self.train else len(range(self.rank, len(self.images), self.world_size))
+        n = (
+            len(self.images) // self.world_size
+            if self.train
+            else len(range(self.rank, len(self.images), self.world_size))
+        )
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -124,6 +138,16 @@ def resident_loader(data: Any, split: str) -> DeviceLoader:
     augment = split == "train" and data.augment
     flip = ("alternate" if data.alternate_flip else "random") if augment and data.flip else "none"
     rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-    return DeviceLoader(*data.resident[split], data.batch_size, data.mean, data.std, train=split == "train",
-                        seed=data.seed, rank=rank, world_size=world_size, crop_padding=data.crop_padding if augment else 0,
-                        padding_mode=data.padding_mode, flip=flip)
+    return DeviceLoader(
+        *data.resident[split],
+        data.batch_size,
+        data.mean,
+        data.std,
+        train=split == "train",
+        seed=data.seed,
+        rank=rank,
+        world_size=world_size,
+        crop_padding=data.crop_padding if augment else 0,
+        padding_mode=data.padding_mode,
+        flip=flip,
+    )

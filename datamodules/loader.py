@@ -11,16 +11,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class EpochOrderSampler(DistributedSampler):
-    """``DistributedSampler``'s shuffle, a function of ``(seed, epoch)`` dealt out over processes
-    (Lightning keeps a DistributedSampler as it is), that can start an epoch part-way through."""
+    """``DistributedSampler``'s shuffle of ``(seed, epoch)`` dealt out over processes (Lightning
+    keeps a DistributedSampler as it is), able to start an epoch part-way through."""
 
     def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        self.start = 0  # samples of this epoch to skip: trained on before a restart
+        self.start = 0  # samples of this epoch trained on before a restart
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())[self.start :]
-        self.start = 0
+        indices, self.start = list(super().__iter__())[self.start :], 0
         return iter(indices)
 
 
@@ -40,41 +39,30 @@ class EvaluationShard(DistributedSampler):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader whose position Lightning saves in checkpoints (``state_dict``) and restores
-    (``load_state_dict``): a run resumed mid-epoch skips the batches it already trained on instead
-    of starting the epoch over. Worker processes are seeded from ``(seed, epoch)`` too."""
+    """A DataLoader over an ``EpochOrderSampler`` whose position Lightning saves in checkpoints
+    (``state_dict``): a run resumed mid-epoch skips the batches it trained on before."""
 
-    def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
-        super().__init__(dataset, *args, **kwargs)
-        self.delivered = 0  # batches of the current epoch handed to training
-        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+    delivered, resume_at = 0, None  # batches of this epoch handed out; (epoch, batches) to resume at
 
     def __iter__(self) -> Iterator[Any]:
-        sampler, skip = self.sampler, 0
-        if isinstance(sampler, EpochOrderSampler):
-            if self.resume_at is not None and self.resume_at[0] == sampler.epoch:
-                skip = self.resume_at[1]  # only in the epoch it was saved in
-            sampler.start = skip * self.batch_size
-            if self.generator is not None:
-                self.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) % (1 << 63))
-        self.delivered, self.resume_at = skip, None
+        sampler = self.sampler
+        resume = self.resume_at is not None and self.resume_at[0] == sampler.epoch  # the epoch it was saved in
+        self.delivered, self.resume_at = self.resume_at[1] if resume else 0, None
+        sampler.start = self.delivered * self.batch_size
+        self.generator.manual_seed((sampler.seed * 100_003 + sampler.epoch) % (1 << 63))  # the workers' seeds
         for batch in super().__iter__():
             self.delivered += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self.delivered}
+        return {"epoch": self.sampler.epoch, "batches": self.delivered}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        # called before the epoch's iterator exists (and before set_epoch): take the epoch too
-        if isinstance(self.sampler, EpochOrderSampler):
-            self.sampler.set_epoch(state["epoch"])
-            self.resume_at = (state["epoch"], state["batches"])
+        # called before the epoch's iterator exists, and before set_epoch: take the epoch too
+        self.sampler.set_epoch(state["epoch"])
+        self.resume_at = (state["epoch"], state["batches"])
 
 
-def training_loader(
-    dataset: Dataset, seed: int, rank: int, world_size: int, **kwargs: Any
-) -> ResumableLoader:
-    """The resumable training loader of ``dataset`` (kwargs: batch size, workers, collate_fn)."""
+def training_loader(dataset: Dataset, seed: int, rank: int, world_size: int, **options: Any) -> ResumableLoader:
     sampler = EpochOrderSampler(dataset, seed, rank, world_size)
-    return ResumableLoader(dataset, sampler=sampler, generator=torch.Generator(), **kwargs)
+    return ResumableLoader(dataset, sampler=sampler, generator=torch.Generator(), **options)

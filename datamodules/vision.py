@@ -8,62 +8,49 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, TensorDataset, default_collate
 from torchvision.transforms import v2
 
 from datamodules.base import SplitDataModule, data_not_found
 from run.errors import UserError
 
 
-def stack_images(samples: list[tuple[torch.Tensor, int]]) -> Any:
+def stack_images(samples: list[tuple[torch.Tensor, Any]]) -> Any:
     """``default_collate``, with a word on images of different sizes."""
-    sizes = {tuple(x.shape) for x, _ in samples}
-    if len(sizes) > 1:
-        raise UserError(f"Images of one batch differ in size ({', '.join(map(str, sorted(sizes)[:3]))}): "
-                        "set --data.resize N to resize them all to N x N.")
+    if len(sizes := {tuple(x.shape) for x, _ in samples}) > 1:
+        raise UserError(
+            f"Images of one batch differ in size ({', '.join(map(str, sorted(sizes)[:3]))}): "
+            "set --data.resize N to resize them all to N x N."
+        )
     return default_collate(samples)
 
 
-class ImageTensorDataset(Dataset):
-    """Samples of (N, C, H, W) uint8 images with (N,) integer labels."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        self.images, self.targets = images, targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.targets[i])
-
-
 class VisionDataModule(SplitDataModule):
-    """An image-classification datamodule; subclasses set ``name``, ``mean``, ``std``, ``flip``,
-    ``classes``, ``image_shape``, ``expected_files``, ``fetch`` and ``load_uint8``.
+    """An image-classification datamodule. Subclasses set ``name``, ``classes``, ``image_shape``
+    (C, H, W), ``mean``, ``std``, ``flip`` (whether a mirror image keeps its label) and give
+    ``expected_files``, ``fetch`` (download), ``verify`` and ``load_uint8``.
 
     Transforms (per sample): optional resize, training augmentation (random crop with padding,
     horizontal flip where the labels allow it), to float in [0, 1], normalization.
 
     Args:
         resize: resize images to ``resize x resize`` (e.g. 28 to feed CIFAR-10 to an MNIST net).
-        augment: random crop with padding (and horizontal flip if the dataset allows it) in training.
+        augment: random crop with padding (and horizontal flip) of training images.
         crop_padding: padding of the random crop.
         padding_mode: how the crop pads: "constant" (black) or "reflect".
         mean: per-channel mean for normalization (None: the dataset's own).
         std: per-channel std for normalization (None: the dataset's own).
         download: download missing data (needs network access).
-        device_resident: keep the images on the training device and make batches there
-            (``datamodules.device_loader``: whole-batch crop, flip and normalization).
+        device_resident: keep the images on the training device and make the batches there
+            (``datamodules/device_loader.py``: whole-batch crop, flip and normalization).
         alternate_flip: with ``device_resident`` and ``augment``: flip a fixed random half of the
             images in even epochs and the other half in odd ones.
 
     The options of ``SplitDataModule`` (data_dir, batch sizes, split, seed, workers) apply too.
     """
 
-    name: str = "dataset"
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    flip: bool = True  # a mirror image keeps its label (not so for digits)
+    name, classes, image_shape = "dataset", [], (3, 32, 32)
+    mean, std, flip = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True
     collate_fn = staticmethod(stack_images)
 
     def __init__(
@@ -90,17 +77,8 @@ class VisionDataModule(SplitDataModule):
         self.resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split -> on the device
 
     @property
-    def classes(self) -> list[str]:
-        raise NotImplementedError
-
-    @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the stored images."""
-        raise NotImplementedError
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -111,7 +89,6 @@ class VisionDataModule(SplitDataModule):
         raise NotImplementedError
 
     def fetch(self) -> None:
-        """Download the data into ``data_dir``."""
         raise OSError(f"{self.name} cannot be downloaded")
 
     def verify(self) -> None:
@@ -148,7 +125,7 @@ class VisionDataModule(SplitDataModule):
         return self._uint8[train]
 
     def source(self, train: bool) -> Dataset:
-        return ImageTensorDataset(*self.uint8(train))
+        return TensorDataset(*self.uint8(train))
 
     def source_targets(self, train: bool) -> torch.Tensor:
         return self.uint8(train)[1]
@@ -159,8 +136,7 @@ class VisionDataModule(SplitDataModule):
             steps.append(v2.Resize((self.resize, self.resize), antialias=True))
         if stage == "train" and self.augment:
             steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding, padding_mode=self.padding_mode))
-            if self.flip:
-                steps.append(v2.RandomHorizontalFlip())
+            steps += [v2.RandomHorizontalFlip()] if self.flip else []
         return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
 
     def loader(self, split: str) -> Any:

@@ -23,10 +23,6 @@ class NetFactory(Protocol):
     def __call__(self, num_outputs: int) -> nn.Module: ...
 
 
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def load_weights(net: nn.Module, path: str) -> None:
     """Load a plain ``state_dict`` of the network, or the network of a Lightning checkpoint, strictly."""
     try:
@@ -36,16 +32,15 @@ def load_weights(net: nn.Module, path: str) -> None:
             state = {key[4:]: value for key, value in state.items() if key.startswith("net.")}
         net.load_state_dict(state)
     except (OSError, RuntimeError, AttributeError, ValueError) as err:
-        lines = str(err).strip().splitlines()
-        raise UserError(f"--model.init_weights {path}: " + "\n".join(lines[:4])) from err
+        raise UserError(f"--model.init_weights {path}: " + "\n".join(str(err).strip().splitlines()[:4])) from err
 
 
 def freeze_parameters(net: nn.Module, prefixes: Sequence[str]) -> None:
-    """``requires_grad = False`` for parameters whose names start with one of ``prefixes`` (whole
-    name parts: ``features`` takes ``features.0.weight``, not ``features_x.weight``)."""
+    """``requires_grad = False`` for parameters named by a prefix of whole name parts (``features``
+    takes ``features.0.weight``, not ``features_x.weight``)."""
     parameters = dict(net.named_parameters())
     for prefix in prefixes:
-        chosen = [p for name, p in parameters.items() if name == prefix or name.startswith(f"{prefix}.")]
+        chosen = [p for name, p in parameters.items() if f"{name}.".startswith(f"{prefix}.")]
         if not chosen:
             parts = sorted({name.split(".")[0] for name in parameters})
             raise UserError(f"--model.freeze {prefix!r} names no parameter of the network; its parts: {parts}")
@@ -85,9 +80,10 @@ class TaskModule(L.LightningModule):
             with torch.no_grad():
                 self.net.eval()(*self.example_args())
         except (RuntimeError, ValueError, TypeError) as err:
+            problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
                 f"--model.net {type(self.net).__name__} cannot take this data's inputs, shaped "
-                f"{tuple(input_shape)}: {first_line(err)}. Choose a network made for them."
+                f"{tuple(input_shape)}: {problem}. Choose a network made for them."
             ) from err
         self.net.train()
         if init_weights is not None:
@@ -104,8 +100,7 @@ class TaskModule(L.LightningModule):
         return torch.zeros(2, *input_shape)  # two samples: BatchNorm needs more than one
 
     def example_args(self) -> tuple[torch.Tensor, ...]:
-        example = self.example_input_array
-        return example if isinstance(example, tuple) else (example,)
+        return self.example_input_array if isinstance(self.example_input_array, tuple) else (self.example_input_array,)
 
     def loss_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return out, y

@@ -53,8 +53,9 @@ class Classifier(TaskModule):
             raise UserError(f"The data has {num_classes} class: a classifier needs at least 2.")
         self.num_classes, self.tta_flip = num_classes, tta_flip
         num_outputs = 1 if task == "binary" else num_classes
-        super().__init__(net, num_outputs, input_shape, task, loss, optimizer, scheduler, log_train_metrics,
-                         init_weights, freeze)
+        super().__init__(
+            net, num_outputs, input_shape, task, loss, optimizer, scheduler, log_train_metrics, init_weights, freeze
+        )
         # the CLI logs the whole config once; a checkpoint must rebuild without the weights file
         self.save_hyperparameters(ignore=["init_weights"], logger=False)
 

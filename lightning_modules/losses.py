@@ -85,13 +85,17 @@ def build_loss(loss: str | nn.Module | None, task: str) -> nn.Module:
         if loss not in LOSSES:
             close = difflib.get_close_matches(loss, LOSSES, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"--model.loss: unknown loss {loss!r}.{hint} Known: {', '.join(LOSSES)}, "
-                            "or a class_path of any torch.nn.Module loss.")
+            raise UserError(
+                f"--model.loss: unknown loss {loss!r}.{hint} Known: {', '.join(LOSSES)}, "
+                "or a class_path of any torch.nn.Module loss."
+            )
         loss = LOSSES[loss]()
     fits = task_of(loss)
     if fits is not None and fits != task:
-        raise UserError(f"--model.loss: {type(loss).__name__} is for {fits} targets, but the data is a {task} "
-                        f"task. Losses for a {task} task: {names_for(task)}.")
+        raise UserError(
+            f"--model.loss: {type(loss).__name__} is for {fits} targets, but the data is a {task} "
+            f"task. Losses for a {task} task: {names_for(task)}."
+        )
     return loss
 
 
@@ -99,8 +103,10 @@ def check_loss(loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Ten
     """Before training: a log loss needs targets >= 0, and a loss the registry does not know must
     give one finite number on an example batch shaped as the model will feed it."""
     if isinstance(loss, LogMSELoss) and bool((targets < 0).any()):
-        raise UserError(f"--model.loss log_mse takes log(1 + y), but the targets reach "
-                        f"{float(targets.min()):.4g}. Use mse, mae, huber or log_cosh.")
+        raise UserError(
+            f"--model.loss log_mse takes log(1 + y), but the targets reach "
+            f"{float(targets.min()):.4g}. Use mse, mae, huber or log_cosh."
+        )
     if task_of(loss) is not None:
         return
     try:
@@ -111,6 +117,8 @@ def check_loss(loss: nn.Module, task: str, pred: torch.Tensor, target: torch.Ten
     except (RuntimeError, ValueError, TypeError, IndexError, UserWarning) as err:
         problem = f"failed: {str(err).strip().splitlines()[0]}"
     if problem is not None:
-        raise UserError(f"--model.loss {type(loss).__name__} does not fit this {task} task: on an example "
-                        f"batch (prediction {tuple(pred.shape)}, target {tuple(target.shape)}) it {problem}. "
-                        f"Losses for a {task} task: {names_for(task)}.")
+        raise UserError(
+            f"--model.loss {type(loss).__name__} does not fit this {task} task: on an example "
+            f"batch (prediction {tuple(pred.shape)}, target {tuple(target.shape)}) it {problem}. "
+            f"Losses for a {task} task: {names_for(task)}."
+        )

@@ -19,15 +19,21 @@ class UserError(Exception):
 
 
 def user_message(error: BaseException | None) -> str | None:
-    """The message of the mistake behind ``error`` (it may be wrapped, e.g. by jsonargparse while
-    it builds a class, or by a DataLoader worker); None when ``error`` is not a user's mistake."""
+    """The message of the mistake behind ``error``, None when it is not a user's mistake. A mistake
+    may arrive wrapped: by jsonargparse, whose nested errors name the outer option first and the
+    innermost problem last, or by a DataLoader worker, with the worker's traceback as its message."""
+    chain = []
     while error is not None:
-        if isinstance(error, (UserError, ArgumentError, MisconfigurationException)):
-            text = str(error).strip()
-            # A DataLoader worker's exception arrives with its traceback in the message
-            return text.splitlines()[-1].split(": ", 1)[-1] if "Original Traceback" in text else text
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    return None
+    mistakes = [e for e in chain if isinstance(e, (UserError, ArgumentError, MisconfigurationException))]
+    if not mistakes:
+        return None
+    text = str(mistakes[-1]).strip()
+    outer = str(mistakes[0]).strip().splitlines()[0]
+    if isinstance(mistakes[0], ArgumentError) and not isinstance(mistakes[-1], UserError) and outer not in text:
+        text = f"{outer} {text}"
+    return text.splitlines()[-1].split(": ", 1)[-1] if "Original Traceback" in text else text
 
 
 def main(command: Callable[[], Any]) -> None:

@@ -1,9 +1,9 @@
 """The run folder: where a fit writes, how a restarted fit finds it again, and its lock.
 
-An unnamed run gets ``<save_dir>/<name>/version_N`` of the first logger. A named run (``--run_id
+An unnamed run gets the first logger's ``<save_dir>/<name>/version_N``. A named run (``--run_id
 ID``, or ``slurm-<job id>`` in a SLURM batch job) gets ``<save_dir>/<name>/ID``, a path every
-process derives alike; running the same command again (a requeued job does) resumes it from the
-checkpoint furthest in training.
+process derives alike; the same command again (a requeued job's) resumes it from the checkpoint
+furthest in training.
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ try:
 except ImportError:  # Windows: no POSIX locks
     fcntl = None
 
-LOCK_FILE = "run.lock"  # held while a process trains in the folder; records who and how
-METRICS_FILE = "metrics.json"  # written when a fit is finished
+LOCK_FILE, METRICS_FILE = "run.lock", "metrics.json"  # held while training; written when finished
 
 
 def logger_specs(trainer_config: Any) -> list[Any]:
-    """The ``class_path``/``init_args`` specs of a trainer config's loggers, as a list."""
+    """The ``class_path``/``init_args`` specs of a trainer config's loggers."""
     logger = trainer_config.get("logger")
     return [s for s in (logger if isinstance(logger, list) else [logger]) if hasattr(s, "get") and s.get("class_path")]
 
 
 def experiment_dir(trainer_config: Any) -> Path | None:
-    """``<save_dir>/<name>`` of the first logger when it keeps run folders (CSV, TensorBoard)."""
+    """``<save_dir>/<name>`` of the first logger, when it keeps run folders (CSV, TensorBoard)."""
     specs = logger_specs(trainer_config)
     if not specs or not specs[0]["class_path"].endswith(("CSVLogger", "TensorBoardLogger")):
         return None
@@ -53,7 +52,7 @@ def run_record(folder: Path) -> dict[str, Any]:
 
 
 def run_name(root: Path, run_id: str | None, command: list[str]) -> str:
-    """``run_id``; in a SLURM batch job ``slurm-<job id>`` (``-2``, ``-3``... for later fits of the
+    """``run_id``; in a SLURM batch job ``slurm-<job id>`` (``-2``, ``-3``... for more fits in the
     job; a requeued job takes the folder its command started); else the next ``version_N``."""
     if run_id is not None:
         if not run_id or PurePosixPath(run_id).is_absolute() or ".." in PurePosixPath(run_id).parts:
@@ -66,9 +65,9 @@ def run_name(root: Path, run_id: str | None, command: list[str]) -> str:
         return f"version_{max(numbers, default=-1) + 1}"
     ours = [n for n in taken if n == f"slurm-{job}" or n.startswith(f"slurm-{job}-")]
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
-        for name in ours:
-            if run_record(root / name).get("command") == command:
-                return name
+        ours_by_command = [n for n in ours if run_record(root / n).get("command") == command]
+        if ours_by_command:
+            return ours_by_command[0]
     return f"slurm-{job}" if not ours else f"slurm-{job}-{len(ours) + 1}"
 
 
@@ -76,9 +75,8 @@ class RunFolder:
     """A fit's folder: chosen before the Trainer exists, locked by rank 0 while it trains."""
 
     def __init__(self, root: Path, name: str, command: list[str]) -> None:
-        self.root, self.name, self.path, self.command = root, name, root / name, command
-        self.fresh = not self.path.exists()
-        self._lock: IO[str] | None = None
+        self.name, self.path, self.command = name, root / name, command
+        self.fresh, self._lock = not self.path.exists(), None
 
     def check_unfinished(self) -> None:
         if not (self.path / METRICS_FILE).is_file():
@@ -87,36 +85,38 @@ class RunFolder:
             rank_zero_info(f"{self.path} finished before this job was requeued: nothing to do.")
             raise SystemExit(0)
         raise UserError(
-            f"{self.path} holds a finished run and is never written into again. Give another --run_id, "
-            f"or start from its weights: --model.init_weights {self.path}/checkpoints/last.ckpt"
+            f"{self.path} holds a finished run and is never written into again. Give another "
+            f"--run_id, or start from its weights: --model.init_weights {self.path}/checkpoints/last.ckpt"
         )
 
     @rank_zero_only
     def lock(self) -> None:
-        """One process per folder: POSIX locks work on NFS and Lustre and die with the process."""
+        """One process per folder: POSIX locks work on NFS and Lustre, and die with the process."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held while the run lives)
+            handle: IO[str] = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held while the run lives)
         except OSError as err:
-            raise UserError(f"Cannot write the run folder {self.path}: {err.strerror or err} "
-                            "(--trainer.default_root_dir, or the logger's save_dir).") from err
-        if fcntl is not None:
-            try:
+            raise UserError(
+                f"Cannot write the run folder {self.path}: {err.strerror or err} "
+                "(--trainer.default_root_dir, or the logger's save_dir)."
+            ) from err
+        try:
+            if fcntl is not None:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                holder = run_record(self.path)
-                raise UserError(f"{self.path} is in use by process {holder.get('pid')} on {holder.get('host')}: "
-                                "wait for it to end, or give this run another --run_id.") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(record) + "\n")
+        except OSError:
+            handle.close()
+            holder = run_record(self.path)
+            raise UserError(
+                f"{self.path} is in use by process {holder.get('pid')} on {holder.get('host')}: "
+                "wait for it to end, or give this run another --run_id."
+            ) from None
+        handle.truncate(0)
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}) + "\n")
         handle.flush()
         self._lock = handle
 
     def release(self, failed: bool) -> None:
-        """Unlock; a failed fit that left nothing worth keeping in a folder it made removes it."""
+        """Unlock; a failed fit that trained nothing in a folder it made removes the folder."""
         if self._lock is None:
             return
         self._lock.close()
@@ -127,18 +127,20 @@ class RunFolder:
             rank_zero_info(f"Removed {self.path}: the run failed before training.")
 
     def resume_checkpoint(self) -> str | None:
-        """The whole checkpoint furthest in training (its own epoch and step); damaged ones are
-        skipped with a line that says why."""
-        best, best_progress = None, (-1, -1, 0.0)
-        for path in sorted((self.path / "checkpoints").glob("[!.]*.ckpt")):
+        """The whole checkpoint furthest in training (its own step and epoch; the newest file on a
+        tie); damaged ones are skipped with a line that says why."""
+        found = []
+        for path in (self.path / "checkpoints").glob("[!.]*.ckpt"):
             try:
                 checkpoint = read_checkpoint(path)
             except UserError as skipped:
                 rank_zero_info(f"Skipping {skipped}")
                 continue
-            progress = (checkpoint.get("global_step", 0), checkpoint.get("epoch", 0), path.stat().st_mtime)
-            if progress > best_progress:
-                best, best_progress = str(path), progress
-        if best is not None:
-            rank_zero_info(f"Resuming {self.path} from {best} (step {best_progress[0]}).")
+            found.append(
+                (checkpoint.get("global_step", 0), checkpoint.get("epoch", 0), path.stat().st_mtime, str(path))
+            )
+        if not found:
+            return None
+        step, *_, best = max(found)
+        rank_zero_info(f"Resuming {self.path} from {best} (step {step}).")
         return best

@@ -67,8 +67,10 @@ def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, t
     if args.get("offline") or mode in ("offline", "disabled", "dryrun") or wandb_has_key():
         return environment
     if mode == "online":
-        raise UserError("WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
-                        "WANDB_API_KEY, or unset WANDB_MODE to log offline.")
+        raise UserError(
+            "WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
+            "WANDB_API_KEY, or unset WANDB_MODE to log offline."
+        )
     args.mode = "offline"  # not `offline`: W&B has read its settings already, and log_model works offline
     rank_zero_info(f"W&B: no API key, logging offline; upload later: wandb sync {folder}/wandb/offline-run-*")
     return environment

@@ -66,9 +66,7 @@ class CNN(nn.Module):
         padding = dilation * (kernel_size // 2)
         blocks: list[nn.Module] = []
         for width in channels:
-            blocks.append(
-                nn.LazyConv2d(width, kernel_size, padding=padding, dilation=dilation, bias=not batch_norm)
-            )
+            blocks.append(nn.LazyConv2d(width, kernel_size, padding=padding, dilation=dilation, bias=not batch_norm))
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(width))
             pooling = {"none": [], "max": [nn.MaxPool2d(2)], "avg": [nn.AvgPool2d(2)]}[block_pool]

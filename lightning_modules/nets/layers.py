@@ -45,12 +45,7 @@ class EpochDropout(nn.Module):
     def mask(self, feature_shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The scaled keep-mask of the current epoch, shape ``feature_shape``."""
         cached = self._mask
-        if (
-            cached is None
-            or cached.shape != feature_shape
-            or cached.device != device
-            or cached.dtype != dtype
-        ):
+        if cached is None or cached.shape != feature_shape or cached.device != device or cached.dtype != dtype:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.epoch))
             keep = torch.rand(feature_shape, generator=generator) >= self.p
             self._mask = (keep / (1.0 - self.p)).to(device=device, dtype=dtype)

@@ -52,9 +52,7 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def conv_block(
-    in_channels: int, out_channels: int, bn_momentum: float, bias_lr_scale: float
-) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, bn_momentum: float, bias_lr_scale: float) -> nn.Sequential:
     """(B, C_in, H, W) -> (B, C_out, H // 2, W // 2)."""
     return nn.Sequential(
         conv3x3(in_channels, out_channels),
