@@ -110,7 +110,7 @@ class TemplateCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self.command = [str(a) for a in (sys.argv[1:] if args is None else args)]  # a requeued job finds its run by it
-        for flag, value in zip(self.command, self.command[1:]):
+        for flag, value in zip(self.command, self.command[1:], strict=False):
             if flag in ("--config", "-c"):
                 check_duplicate_keys(value)
         super().parse_arguments(parser, args)
@@ -122,28 +122,34 @@ class TemplateCLI(LightningCLI):
         if self.subcommand is None:  # run=False: the classes are built, nothing runs
             return
         config = self.config[self.subcommand]
+        config.weights_only = True if config.get("weights_only", True) is None else config.weights_only
+        plugins = config.trainer.get("plugins") or []
+        if SLURMEnvironment.detect() and not any("Environment" in str(p) for p in plugins):
+            # GracefulStop requeues the job: Lightning's own requeue stays off
+            environment = {"class_path": f"{SLURMEnvironment.__module__}.SLURMEnvironment"}
+            config.trainer.plugins = [*plugins, {**environment, "init_args": {"auto_requeue": False}}]
+        if self.subcommand == "fit":
+            self.prepare_run(config)
+        else:
+            self.prepare_evaluation(config)
+
+    def prepare_evaluation(self, config: Any) -> None:
+        """validate, test, predict: trained weights, no logger, predictions beside the checkpoint."""
+        weights = config.ckpt_path or config.model.init_args.get("init_weights")
+        if not weights:
+            raise UserError(
+                f"`{self.subcommand}` needs trained weights: --ckpt_path CHECKPOINT or "
+                "--model.init_weights FILE (a state_dict or checkpoint)."
+            )
+        config.trainer.logger, self.save_config_callback = False, None
+        folder = Path(weights).parent.parent if Path(weights).parent.name == "checkpoints" else Path(weights).parent
+        config.predictions.output = config.predictions.output or str(folder / "predictions.csv")
+
+    def prepare_run(self, config: Any) -> None:
+        """fit: the run folder, locked; the loggers named after it; the checkpoint to resume from."""
         trainer = config.trainer
-        if config.get("weights_only", True) is None:  # checkpoints here load safely
-            config.weights_only = True
-        if SLURMEnvironment.detect() and not trainer.get("plugins"):  # GracefulStop requeues: not Lightning too
-            trainer.plugins = [
-                {"class_path": f"{SLURMEnvironment.__module__}.SLURMEnvironment", "init_args": {"auto_requeue": False}}
-            ]
-        if self.subcommand != "fit":
-            if not config.ckpt_path and not config.model.init_args.get("init_weights"):
-                raise UserError(
-                    f"`{self.subcommand}` needs trained weights: --ckpt_path CHECKPOINT or "
-                    "--model.init_weights FILE (a state_dict or checkpoint)."
-                )
-            trainer.logger = False  # evaluations print their results and keep no run folder
-            self.save_config_callback = None
-            weights = Path(config.ckpt_path or config.model.init_args.init_weights)
-            folder = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
-            config.predictions.output = config.predictions.output or str(folder / "predictions.csv")
-            return
-        root_dir = trainer.get("default_root_dir")
-        for spec in logger_specs(trainer) if root_dir else []:  # every logger's files go under it too
-            spec.init_args.save_dir = os.path.join(root_dir, spec.init_args.get("save_dir") or ".")
+        for spec in logger_specs(trainer) if trainer.get("default_root_dir") else []:  # every logger's files too
+            spec.init_args.save_dir = os.path.join(trainer.default_root_dir, spec.init_args.get("save_dir") or ".")
         root = experiment_dir(trainer)
         if root is None or trainer.get("fast_dev_run"):
             return
@@ -151,8 +157,8 @@ class TemplateCLI(LightningCLI):
         run.check_unfinished()
         self.runs.append(run)
         run.lock()
-        tags = [config.model.class_path, config.model.init_args.net.class_path, config.data.class_path]
-        tags = [tag.rsplit(".", 1)[-1] for tag in tags] + [Path(str(c)).stem for c in self.config.get("config") or []][
+        classes = (config.model.class_path, config.model.init_args.net.class_path, config.data.class_path)
+        tags = [path.rsplit(".", 1)[-1] for path in classes] + [Path(str(c)).stem for c in config.get("config") or []][
             1:
         ]
         for spec in logger_specs(trainer):
@@ -161,8 +167,7 @@ class TemplateCLI(LightningCLI):
 
                 os.environ.update(prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags))
             else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
-                spec.init_args.name = spec.init_args.get("name") or root.name
-                spec.init_args.version = run.name
+                spec.init_args.name, spec.init_args.version = spec.init_args.get("name") or root.name, run.name
         if config.ckpt_path is None:
             config.ckpt_path = run.resume_checkpoint()
             if config.ckpt_path:
@@ -207,7 +212,7 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True, callbacks: Seq
     """Parse ``args`` (default: ``sys.argv``) and run the subcommand. ``run=False``: no subcommand;
     the datamodule, model and trainer are built and returned. ``callbacks`` join the config's."""
     runs: list[RunFolder] = []
-    environment = dict(os.environ)
+    environment = dict(os.environ)  # W&B's folders are set there for one run: put back afterwards
     failed = True
     try:
         cli = TemplateCLI(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from run.errors import UserError
 
@@ -51,6 +51,8 @@ def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, t
     a restart continues the same W&B run), name, group and tags; offline when W&B has no key.
     Returns the environment W&B's own folders take while the run lasts (its defaults are in the
     home folder, a quota problem on clusters)."""
+    if rank_zero_only.rank:  # only rank 0 talks to W&B (other processes may name another version_N)
+        return {}
     args.save_dir = str(folder.resolve())
     id_file = folder / "wandb" / "run_id.txt"
     if args.get("id") is None:
