@@ -165,7 +165,7 @@ class TemplateCLI(LightningCLI):
             if spec.class_path.endswith("WandbLogger"):
                 from run.wandb import prepare_wandb  # W&B's set-up, and wandb, only for runs that log there
 
-                os.environ.update(prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags))
+                prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags)
             else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
                 spec.init_args.name, spec.init_args.version = spec.init_args.get("name") or root.name, run.name
         if config.ckpt_path is None:

@@ -10,6 +10,7 @@ import torch
 from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from matplotlib.figure import Figure
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
@@ -122,7 +123,8 @@ class MediaLogger(Callback):
             counts = self.matrix.compute()  # summed over processes: every rank calls it, at this hook
             self.matrix.reset()
             if trainer.is_global_zero:
-                figure, axes = self.matrix.plot(val=counts.cpu(), add_text=len(counts) <= 20, labels=self.class_names)
+                figure = Figure(figsize=(min(2 + len(counts) / 2, 12),) * 2, layout="constrained")  # no pyplot state
+                _, axes = self.matrix.plot(val=counts.cpu(), ax=figure.subplots(), labels=self.class_names)
                 axes.set_title(f"validation, epoch {trainer.current_epoch} (rows: true, columns: predicted)")
                 log_picture(trainer, "val/confusion_matrix", figure, f"epoch {trainer.current_epoch}")
         if self.predictions_at == "validation":
@@ -137,9 +139,8 @@ class MediaLogger(Callback):
             return
         import wandb
 
-        rows = (sorted(self.rows[False], key=lambda r: r[0]) + sorted(self.rows[True], key=lambda r: r[0]))[
-            : self.num_predictions
-        ]
+        rows = [*sorted(self.rows[False], key=lambda r: r[0]), *sorted(self.rows[True], key=lambda r: r[0])]
+        rows = rows[: self.num_predictions]
         data = [([wandb.Image(image.float())] if image is not None else []) + row for _, image, row in rows]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

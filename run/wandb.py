@@ -46,13 +46,13 @@ def wandb_has_key() -> bool:
         raise UserError(f"W&B refused its API key: {err}") from err
 
 
-def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> dict[str, str]:
+def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> None:
     """Fill a W&B logger's ``init_args``: its files in the run folder, the run's id (kept there, so
-    a restart continues the same W&B run), name, group and tags; offline when W&B has no key.
-    Returns the environment W&B's own folders take while the run lasts (its defaults are in the
-    home folder, a quota problem on clusters)."""
+    a restart continues the same W&B run), name, group and tags; offline when W&B has no key. W&B's
+    own folders go into the run folder too (its defaults are in the home folder, a quota problem on
+    clusters), through its environment variables, which ``cli_main`` puts back after the run."""
     if rank_zero_only.rank:  # only rank 0 talks to W&B (other processes may name another version_N)
-        return {}
+        return
     args.save_dir = str(folder.resolve())
     id_file = folder / "wandb" / "run_id.txt"
     if args.get("id") is None:
@@ -62,12 +62,14 @@ def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, t
     args.name = args.get("name") or f"{experiment}/{folder.name}"
     args.group = args.get("group") or group or experiment
     args.tags, args.resume = args.get("tags") or tags, args.get("resume") or "allow"
-    environment = {f"WANDB_{name}_DIR": str(folder / "wandb" / name.lower()) for name in ("DATA", "CACHE", "ARTIFACT")}
+    os.environ.update(
+        {f"WANDB_{name}_DIR": str(folder / "wandb" / name.lower()) for name in ("DATA", "CACHE", "ARTIFACT")}
+    )
     if args.get("save_code"):  # every Python file of the project, not only cli.py
-        environment["WANDB_CODE_DIR"] = str(Path(__file__).resolve().parents[1])
+        os.environ["WANDB_CODE_DIR"] = str(Path(__file__).resolve().parents[1])
     mode = os.environ.get("WANDB_MODE") or args.get("mode")
     if args.get("offline") or mode in ("offline", "disabled", "dryrun") or wandb_has_key():
-        return environment
+        return
     if mode == "online":
         raise UserError(
             "WANDB_MODE=online, but W&B has no API key: run `wandb login` or set "
@@ -75,4 +77,3 @@ def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, t
         )
     args.mode = "offline"  # not `offline`: W&B has read its settings already, and log_model works offline
     rank_zero_info(f"W&B: no API key, logging offline; upload later: wandb sync {folder}/wandb/offline-run-*")
-    return environment
