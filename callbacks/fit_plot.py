@@ -21,11 +21,10 @@ def coefficients(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class FitPlot(Callback):
-    """For data that knows its curve (``true_curve(x)`` and model inputs ``features(x)`` of a 1-D
-    ``x``, as PolynomialDataModule): after each validation, the coefficients of the model's curve
-    (a least-squares fit of its outputs on ``[1, features(x)]``) as ``fit/bias``, ``fit/w1``, ...
-    and ``fit/coef_error`` (largest distance to the true ones); at the end of fit, both curves in
-    ``<run folder>/fit.png``, also handed to W&B and TensorBoard.
+    """For data that knows its curve (PolynomialDataModule: ``true_curve(x)``, ``features(x)``):
+    after each validation the coefficients of the model's curve (a least-squares fit of its outputs)
+    as ``fit/bias``, ``fit/w1``, ... and ``fit/coef_error`` (the largest distance to the true ones);
+    at the end of fit both curves in ``<run folder>/fit.png``, and to W&B and TensorBoard.
 
     Args:
         x_min: left end of the range.

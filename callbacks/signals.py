@@ -27,14 +27,10 @@ def requeue_slurm_job() -> None:
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     try:
-        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-        ok, why = done.returncode == 0, done.stderr.strip()
-    except (OSError, subprocess.TimeoutExpired) as err:
-        ok, why = False, str(err)
-    if ok:
+        subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60, check=True)
         rank_zero_info(f"Requeued SLURM job {job}: it resumes from last.ckpt.")
-    else:  # e.g. a job submitted without --requeue
-        rank_zero_warn(f"Could not requeue SLURM job {job}: {why}")
+    except (OSError, subprocess.SubprocessError) as err:  # e.g. a job submitted without --requeue
+        rank_zero_warn(f"Could not requeue SLURM job {job}: {getattr(err, 'stderr', None) or err}")
 
 
 class GracefulStop(Callback):

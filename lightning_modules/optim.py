@@ -9,8 +9,8 @@ from torch.optim.optimizer import ParamsT
 
 
 class PlainSGD(torch.optim.Optimizer):
-    """``p -= lr * p.grad`` under ``torch.no_grad()``, nothing else: what ``torch.optim.SGD`` does
-    without momentum, dampening or weight decay, spelled out (configs/polynomial_regression_manual).
+    """``p -= lr * p.grad`` under ``torch.no_grad()``: ``torch.optim.SGD`` without momentum,
+    dampening or weight decay, spelled out (configs/polynomial_regression_manual.yaml).
 
     Args:
         params: the parameters to update.

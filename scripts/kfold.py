@@ -54,21 +54,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     folder, k = root / group, args.num_folds
     for fold in [] if args.summarize else [args.fold] if args.fold is not None else range(k):
         if not (folder / f"fold_{fold}" / METRICS_FILE).is_file():
-            command = [
-                *shlex.split(args.launcher),
-                str(CLI),
-                "fit",
-                *fit_args,
-                f"--data.num_folds={k}",
-                f"--data.fold={fold}",
-                f"--run_id={group}/fold_{fold}",
-                f"--run_group={root.name}/{group}",
-            ]
+            run = {
+                "data.num_folds": k,
+                "data.fold": fold,
+                "run_id": f"{group}/fold_{fold}",
+                "run_group": f"{root.name}/{group}",
+            }
+            command = [*shlex.split(args.launcher), str(CLI), "fit", *fit_args, *(f"--{k}={v}" for k, v in run.items())]
             print(f"fold {fold} of {k}: {shlex.join(command)}", flush=True)
             if subprocess.run(command).returncode:
-                sys.exit(
-                    f"fold {fold} failed; the same command with --group {group} resumes (finished folds are kept)."
-                )
+                sys.exit(f"fold {fold} failed; the same command with --group {group} resumes it.")
     unfinished = [fold for fold in range(k) if not (folder / f"fold_{fold}" / METRICS_FILE).is_file()]
     if unfinished and args.fold is not None:  # other jobs train them; the last one summarizes
         print(f"fold {args.fold} done; folds {unfinished} of {folder} are not finished yet")
@@ -80,14 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     summary = {
         n: {"mean": statistics.fmean(f[n] for f in folds), "std": statistics.stdev(f[n] for f in folds)} for n in names
     }
-    report = {
-        "num_folds": k,
-        "group": group,
-        "fit_args": fit_args,
-        "folds": folds,
-        "summary": summary,
-        "std": "sample standard deviation (n - 1) over the folds",
-    }
+    report = dict(num_folds=k, group=group, fit_args=fit_args, folds=folds, summary=summary, std="sample (n - 1)")
     path = write_text(folder / "kfold.json", json.dumps(report, indent=2) + "\n")
     for fold, metrics in enumerate(folds):
         print(f"fold {fold}: " + ", ".join(f"{n}={metrics[n]:.4f}" for n in names))

@@ -64,9 +64,7 @@ def build(module: Any, spec: dict[str, Any]) -> Any:
 def main(argv: list[str] | None = None) -> optuna.Study:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--space", required=True, help="the search space (configs/search/*.yaml).")
-    parser.add_argument(
-        "--trials", type=int, default=20, help="complete + pruned trials to reach, all workers together."
-    )
+    parser.add_argument("--trials", type=int, default=20, help="complete + pruned trials to reach, all workers.")
     parser.add_argument("--study", help="the study's name and folder (default: the space file's name).")
     args, fit_args = parser.parse_known_args(argv)
     sys.argv[1:] = []  # the fit options go to the CLI as its arguments, not on this command line
@@ -91,12 +89,8 @@ def main(argv: list[str] | None = None) -> optuna.Study:
     def objective(trial: optuna.Trial) -> float:
         overrides = [suggest(trial, key, spec) for key, spec in space["params"].items()]
         mode = "max" if direction == "maximize" else "min"
-        run = [
-            f"--run_id={name}/trial_{trial.number}",
-            f"--run_group={root.name}/{name}",
-            f"--checkpoint.monitor={metric}",
-            f"--checkpoint.mode={mode}",
-        ]
+        run = [f"--run_id={name}/trial_{trial.number}", f"--run_group={root.name}/{name}"]
+        run += [f"--checkpoint.monitor={metric}", f"--checkpoint.mode={mode}"]
         try:
             cli_main(["fit", *fit_args, *overrides, *run], callbacks=[PyTorchLightningPruningCallback(trial, metric)])
         except SystemExit as signal_stop:  # a signal: this trial fails, the worker stops

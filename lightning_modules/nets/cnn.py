@@ -16,12 +16,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "si
 
 
 class CNN(nn.Module):
-    """Stacked 3x3 convolutions and a pooling head; the defaults are the classic CIFAR-10 network.
-
-    Defaults: conv(->32), ReLU, conv(->64), ReLU, AdaptiveMaxPool2d(16), AvgPool2d(2), Flatten,
-    Linear(64*8*8, 512), ReLU, Linear(512, num_outputs). Input channels and the first linear
-    width are inferred (``LazyConv2d``/``LazyLinear``), so the same config runs on MNIST
-    (1x28x28) and CIFAR-10 (3x32x32). The network returns logits: no Softmax before the loss.
+    """Stacked convolutions and a pooling head; the defaults are the classic CIFAR-10 network:
+    conv(->32), ReLU, conv(->64), ReLU, AdaptiveMaxPool2d(16), AvgPool2d(2), Linear(->512), ReLU,
+    Linear(->num_outputs). Lazy layers infer the input channels and the first linear width, so one
+    config runs on 1x28x28 and 3x32x32 images. It returns logits: no Softmax before the loss.
 
     Args:
         num_outputs: logits out (classes; 1 for a binary task). Filled in from the datamodule.

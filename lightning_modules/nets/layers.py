@@ -12,17 +12,11 @@ from torch import nn
 DropProbability = restricted_number_type("DropProbability", float, [(">=", 0), ("<", 1)])  # [0, 1)
 
 
-def _forget_mask(layer: EpochDropout, incompatible_keys: object) -> None:
-    layer._mask = None  # drawn again from the loaded (seed, epoch) at the next forward
-
-
 class EpochDropout(nn.Module):
-    """Dropout whose mask stays fixed for a whole epoch and is resampled by ``reset(epoch)``.
-
-    The mask covers the feature dimensions (every sample in every batch of the epoch drops the
-    same units) and is drawn from ``(seed, epoch)`` alone, so all DDP ranks hold the same mask and
-    a run resumed from a checkpoint (``epoch`` is a buffer) draws the mask it would have drawn.
-    Identity in eval mode. ``callbacks.EpochDropoutReset`` calls ``reset`` at each epoch start.
+    """Dropout whose mask stays fixed for a whole epoch: every sample of every batch drops the same
+    units, drawn from ``(seed, epoch)`` alone, so all DDP ranks hold the same mask, and a resumed
+    run (the epoch is in the state_dict) the mask it would have had. Identity in eval mode;
+    ``callbacks.EpochDropoutReset`` calls ``reset(epoch)`` at each epoch start.
 
     Args:
         p: probability of dropping a unit.
@@ -31,41 +25,33 @@ class EpochDropout(nn.Module):
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()
-        self.p = p
-        self.seed = seed
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
-        self._mask: torch.Tensor | None = None  # derived from (seed, epoch), never saved
-        # A loaded state (a resumed checkpoint) may hold another epoch than the cached mask's.
-        self.register_load_state_dict_post_hook(_forget_mask)
+        self.p, self.seed, self.epoch, self._mask = p, seed, 0, None
 
     def reset(self, epoch: int) -> None:
-        self.epoch.fill_(epoch)
-        self._mask = None
+        self.epoch, self._mask = epoch, None
 
-    def mask(self, feature_shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The scaled keep-mask of the current epoch, shape ``feature_shape``."""
-        cached = self._mask
-        if cached is None or cached.shape != feature_shape or cached.device != device or cached.dtype != dtype:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.epoch))
-            keep = torch.rand(feature_shape, generator=generator) >= self.p
-            self._mask = (keep / (1.0 - self.p)).to(device=device, dtype=dtype)
-        return self._mask
+    def get_extra_state(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.reset(state["epoch"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *features)
         if not self.training or self.p == 0.0:
             return x
-        return x * self.mask(x.shape[1:], x.device, x.dtype)
+        if self._mask is None or self._mask.shape != x.shape[1:] or self._mask.device != x.device:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            keep = torch.rand(x.shape[1:], generator=generator) >= self.p  # drawn on the host: no device sync
+            self._mask = (keep / (1.0 - self.p)).to(x.device)
+        return x * self._mask.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, seed={self.seed}"
 
 
 class SpatialPyramidPool(nn.Module):
-    """Max-pools a feature map to each grid size in ``levels`` and concatenates the results.
-
-    The output width is ``C * sum(l * l for l in levels)`` whatever the input height and width,
-    which lets one fully connected head serve any image size.
-    """
+    """Max-pools a feature map to each grid size in ``levels`` and concatenates the results: the
+    width is ``C * sum(l * l for l in levels)`` whatever the image size, so one head serves all."""
 
     def __init__(self, levels: Sequence[int] = (1, 2, 4)) -> None:
         super().__init__()
