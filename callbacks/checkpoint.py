@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -18,22 +16,15 @@ from run.errors import UserError
 
 
 def rng_states() -> dict[str, Any]:
-    """The random generators a step may draw from, as tensors and numbers (``weights_only`` loads them)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    """torch's generators, which dropout and the transforms draw from (tensors: a safe load reads them)."""
     return {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "cuda": cuda,
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 

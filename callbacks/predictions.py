@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from run.files import write_text
+from run.files import atomic_path
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -43,14 +42,16 @@ class PredictionWriter(BasePredictionWriter):
                 "topk_probs": probs,
                 **columns,
             }
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["index", *columns])
-        for i in range(len(columns["target"])):
-            values = [v[i].tolist() for v in columns.values()]
-            writer.writerow([i, *("|".join(f"{x:.6g}" for x in v) if isinstance(v, list) else v for v in values)])
+        indices = [i for batches in batch_indices for batch in batches for i in batch]  # each sample's in the dataset
         path = Path(self.output or "predictions.csv")
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        write_text(path, text.getvalue())
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["index", *columns])
+            for i, index in enumerate(indices or range(len(columns["target"]))):
+                values = [v[i].tolist() for v in columns.values()]
+                writer.writerow(
+                    [index, *("|".join(f"{x:.6g}" for x in v) if isinstance(v, list) else v for v in values)]
+                )
         print(f"predictions: {len(columns['target'])} rows written to {path}")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -16,7 +14,6 @@ from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from datamodules.vision import VisionDataModule
 from run.errors import UserError
-from run.files import atomic_path
 
 
 def read_rgb(path: str) -> torch.Tensor:
@@ -53,19 +50,9 @@ class ClassFolders(ImageFolder):
 class ImageFolderDataModule(VisionDataModule):
     """Images in ``<data_dir>/train/<class>/`` and ``<data_dir>/test/<class>/`` (any format
     torchvision decodes), as RGB; class names are the folder names. Images of different sizes
-    need ``resize``. The device-resident path decodes every image once and caches the tensors.
-
-    Args:
-        cache_dir: where decoded images are cached (default ``<data_dir>/.cache``).
-
-    See VisionDataModule for the other options.
-    """
+    need ``resize``. Options: see VisionDataModule."""
 
     name = "image folder"
-
-    def __init__(self, *, cache_dir: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / ".cache"
 
     @cached_property
     def folders(self) -> dict[bool, ClassFolders]:
@@ -94,20 +81,11 @@ class ImageFolderDataModule(VisionDataModule):
         return torch.tensor(self.folders[train].targets, dtype=torch.long)
 
     def load_uint8(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image decoded (and resized, if asked), for the device-resident path."""
         samples = self.folders[train].samples
-        stamp = "".join(f"{p}:{os.stat(p).st_mtime_ns}\n" for p, _ in samples) + f"resize={self.resize}"
-        cache = self.cache_dir / f"{'train' if train else 'test'}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.pt"
-        if cache.is_file():
-            return torch.load(cache, weights_only=True)
         images = [read_rgb(path) for path, _ in samples]
         if self.resize is not None:
             images = [resize(image, [self.resize, self.resize], antialias=True) for image in images]
         if len({image.shape for image in images}) > 1:
             raise UserError(f"Images under {self.data_dir} differ in size: set --data.resize N.")
-        result = torch.stack(images), torch.tensor([t for _, t in samples], dtype=torch.long)
-        try:
-            with atomic_path(cache) as tmp:
-                torch.save(result, tmp)
-        except OSError as err:
-            rank_zero_warn(f"Could not cache decoded images in {cache.parent} ({err}).")
-        return result
+        return torch.stack(images), torch.tensor([target for _, target in samples], dtype=torch.long)
