@@ -87,7 +87,7 @@ class Checkpoint(ModelCheckpoint):
         self.write_last(trainer)  # a resumed run with nothing left to train still leaves one
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        floats = {k: t for k, t in pl_module.state_dict().items() if t.is_floating_point()}
+        floats = {k: t for k, t in pl_module.state_dict().items() if torch.is_tensor(t) and t.is_floating_point()}
         finite = torch.stack([torch.isfinite(t).all() for t in floats.values()]).cpu()
         # inside Trainer.save_checkpoint, which every rank calls at the same point: one all-reduce
         if trainer.strategy.reduce_boolean_decision(not bool(finite.all()), all=False):

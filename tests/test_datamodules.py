@@ -71,8 +71,12 @@ def test_cifar10_batches_and_resize(cifar_dir: Path) -> None:
 def test_image_folder(image_folder_dir: Path) -> None:
     """Classes are the folder names; the input shape is the images' (H=20, W=16) or the resize."""
     dm = ImageFolderDataModule(data_dir=str(image_folder_dir), batch_size=4, val_fraction=0.25)
-    assert (dm.task, dm.classes, dm.num_classes, dm.input_shape) == ("multiclass", ["cat", "dog", "frog"], 3,
-                                                                      (3, 20, 16))
+    assert (dm.task, dm.classes, dm.num_classes, dm.input_shape) == (
+        "multiclass",
+        ["cat", "dog", "frog"],
+        3,
+        (3, 20, 16),
+    )
     dm.setup("fit")
     x, y = first_batch(dm)
     assert x.shape == (4, 3, 20, 16) and set(y.tolist()) <= {0, 1, 2}
@@ -210,20 +214,21 @@ def test_image_folder_empty_class_is_named(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "data", n_train=2, n_test=1)
     (root / "train" / "bird").mkdir()
     with pytest.raises(UserError, match="has no images of bird"):
-        ImageFolderDataModule(data_dir=str(root)).classes
+        _ = ImageFolderDataModule(data_dir=str(root)).classes
 
 
 def test_image_folder_mixed_sizes_need_resize(tmp_path: Path) -> None:
     """Images of different sizes are a UserError pointing to --data.resize, which fixes it."""
     root = write_image_folder(tmp_path / "data", n_train=2, n_test=1)
     Image.new("RGB", (9, 9)).save(root / "train" / "cat" / "odd.png")
-    dm = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"), batch_size=8)
+    options = {"batch_size": 8, "val_fraction": 0.5}
+    dm = ImageFolderDataModule(data_dir=str(root), **options)
     with pytest.raises(UserError, match="differ in size.*--data.resize"):
-        dm.load_uint8(train=True)
+        dm.load_uint8(train=True)  # the device-resident path
     dm.setup("fit")
-    with pytest.raises(UserError, match="differ in size.*--data.resize"):
-        list(dm.train_dataloader())
-    resized = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"), resize=10, batch_size=8)
+    with pytest.raises(UserError, match="differ in size.*--data.resize"):  # the DataLoader path
+        [*dm.train_dataloader(), *dm.val_dataloader()]
+    resized = ImageFolderDataModule(data_dir=str(root), resize=10, **options)
     assert resized.load_uint8(train=True)[0].shape == (7, 3, 10, 10)
     resized.setup("fit")
     assert {tuple(x.shape[1:]) for x, _ in resized.train_dataloader()} == {(3, 10, 10)}
@@ -234,7 +239,7 @@ def test_image_folder_damaged_image_is_named(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "data", n_train=2, n_test=1)
     damaged = root / "train" / "dog" / "0000.jpg"
     damaged.write_bytes(damaged.read_bytes()[:40])
-    dm = ImageFolderDataModule(data_dir=str(root), cache_dir=str(tmp_path / "cache"))
+    dm = ImageFolderDataModule(data_dir=str(root))
     with pytest.raises(UserError, match=f"{damaged}.*cannot be decoded"):
         dm.load_uint8(train=True)
 

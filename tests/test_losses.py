@@ -154,6 +154,7 @@ def test_unknown_losses_are_tried_on_an_example_batch() -> None:
         with pytest.raises(UserError, match=r"on an example batch \(prediction \(10, 10\), target \(10,\)\)") as info:
             check_loss(loss, "multiclass", logits, labels, labels)
         assert "cross_entropy" in str(info.value)
+
     class PerSample(nn.Module):
         def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return (pred - target).abs()

@@ -196,6 +196,14 @@ def test_linear_net_is_one_affine_map() -> None:
     torch.testing.assert_close(out, x.flatten(1) @ net.linear.weight.T + net.linear.bias)
 
 
+@pytest.mark.parametrize("cls", [CNN, LinearNet, RecurrentNet], ids=lambda c: c.__name__)
+def test_networks_take_epoch_dropout_from_their_options(cls: type[nn.Module]) -> None:
+    """``epoch_dropout > 0`` puts one EpochDropout layer, seeded by ``seed``, in the network; 0 puts none."""
+    (layer,) = [m for m in cls(num_outputs=4, epoch_dropout=0.25, seed=9).modules() if isinstance(m, EpochDropout)]
+    assert (layer.p, layer.seed) == (0.25, 9)
+    assert not any(isinstance(m, EpochDropout) for m in cls(num_outputs=4).modules())
+
+
 LENGTHS = torch.tensor([7, 3, 5, 1])  # a padded batch of 4 sequences, longest 7
 
 
@@ -205,8 +213,9 @@ LENGTHS = torch.tensor([7, 3, 5, 1])  # a padded batch of 4 sequences, longest 7
 def test_recurrent_output_ignores_the_padding(cell: str, pool: str, bidirectional: bool) -> None:
     """Packed sequences: garbage in the padding changes nothing, and each sequence gives what it gives alone."""
     torch.manual_seed(0)
-    net = RecurrentNet(5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2, hidden_size=12,
-                       embed_size=8).eval()
+    net = RecurrentNet(
+        5, cell=cell, pool=pool, bidirectional=bidirectional, num_layers=2, hidden_size=12, embed_size=8
+    ).eval()
     x = torch.randn(4, int(LENGTHS.max()), 6)
     garbage = x.clone()
     for i, length in enumerate(LENGTHS.tolist()):
@@ -233,16 +242,16 @@ def test_speedrun_init_from_data_fits_the_whitening() -> None:
     net = SpeedrunNet(10, widths=(8, 8, 8), whiten_width=24, whiten_eps=0.0)
     mixing = torch.randn(3, 3)  # correlated channels
     x = torch.einsum("dc,bchw->bdhw", mixing, torch.randn(16, 3, 12, 12))
-    assert not bool(net.whiten.fitted)
+    assert not bool(net.fitted)
     net.init_from_data(x)
-    assert bool(net.whiten.fitted)
-    weight = net.whiten.weight.clone()
+    assert bool(net.fitted)
+    weight = net.whiten.clone()  # (24, 3, 2, 2)
+    assert weight.shape == (24, 3, 2, 2)
     torch.testing.assert_close(weight, patch_whitening(x, 2, 24, 0.0))
     responses = F.conv2d(x, weight[:12]).permute(0, 2, 3, 1).reshape(-1, 12)  # (P, 12) whitened patches
     torch.testing.assert_close(responses.T @ responses / len(responses), torch.eye(12), atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(weight[12:], -weight[:12])  # each filter and its negative
     net.init_from_data(torch.randn(4, 3, 12, 12))
-    assert torch.equal(net.whiten.weight, weight)
+    assert torch.equal(net.whiten, weight)
+    assert {"whiten", "fitted"} <= set(net.state_dict())  # a checkpoint keeps the fitted filters
     assert net(x[:2]).shape == (2, 10)
-    with pytest.raises(ValueError, match="exceeds"):
-        patch_whitening(torch.randn(2, 1, 8, 8), 2, 24, 0.0)  # a grey image has 4-pixel patches

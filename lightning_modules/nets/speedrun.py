@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from run.errors import UserError
+
 
 class ScaledBias(nn.Module):
     """A per-channel bias stored as ``bias / sqrt(lr_scale)``: under SGD it then moves ``lr_scale``
@@ -91,6 +93,8 @@ class SpeedrunNet(nn.Module):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if whiten_width > 2 * in_channels * whiten_kernel**2:  # eigenvectors and their negatives
+            raise UserError(f"--model.net.whiten_width is at most {2 * in_channels * whiten_kernel**2} here.")
         self.logit_scale, self.compile_on_init, self.whiten_eps = logit_scale, compile, whiten_eps
         self.register_buffer("whiten", torch.zeros(whiten_width, in_channels, whiten_kernel, whiten_kernel))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))  # a buffer: a checkpoint keeps it
