@@ -122,6 +122,8 @@ class TemplateCLI(LightningCLI):
         if self.subcommand is None:  # run=False: the classes are built, nothing runs
             return
         config = self.config[self.subcommand]
+        given = self.save_config_kwargs["given"] = config.clone()  # config.yaml: the options, not this run's set-up
+        given.run_id = None  # --config config.yaml trains a new run
         config.weights_only = True if config.get("weights_only", True) is None else config.weights_only
         plugins = config.trainer.get("plugins") or []
         if SLURMEnvironment.detect() and not any("Environment" in str(p) for p in plugins):

@@ -20,13 +20,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from cli import TemplateCLI, cli_main
-from lightning_modules.base import leaves_total_steps_open
-from runs.files import write_json
+from run.files import write_text
+from run.folders import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -42,21 +40,11 @@ def sync(device: torch.device | str) -> None:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "python": platform.python_version(),
-    }
+    if Path("/proc/cpuinfo").is_file():
+        names = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info |= {"torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -67,24 +55,17 @@ def machine_line(info: dict[str, Any]) -> str:
     return f"{where}; torch {info['torch']}, lightning {info['lightning']}"
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, fits: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark takes; ``fits``: also those of one that runs ``cli.py fit``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data_dir", default="../shared/data", help="folder that holds the data")
-    parser.add_argument(
-        "--accelerator", default="cpu", choices=["cpu", "gpu"], help="device to run on (gpu: one CUDA device)"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="JSON file to write (default: bench/results/<benchmark>-<time>.json)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads of torch (default: torch's own choice, one per core)",
-    )
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"], help="gpu: one CUDA device")
+    parser.add_argument("--out", type=Path, help="JSON file to write (default: bench/results/<benchmark>-<time>.json)")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice)")
+    if fits:
+        parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml")
+        parser.add_argument("--check_sync", action="store_true", help="fail on a sync inside a training step (CUDA)")
+        parser.add_argument("cli_args", nargs="*", help="more cli.py flags (after --)")
     return parser
 
 
@@ -96,37 +77,32 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 
 def write_results(name: str, payload: dict[str, Any], out: Path | None) -> Path:
-    """Write ``payload`` as JSON, atomically, and print where; returns the path."""
-    path = out or RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    write_json(path, payload, sort_keys=False)
+    """Write ``payload`` as JSON, whole or not at all, and print where."""
+    path = write_text(out or RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json", json.dumps(payload, indent=2))
     print(f"results: {path}")
     return path
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "") -> None:
-    table = Table(title=title, caption=caption or None)
-    for column in columns:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)
+    lines = [title, " | ".join(columns)]
+    lines += [" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) for row in rows]
+    print("\n".join(lines + ([caption] if caption else [])))
 
 
 class FitTimer(Callback):
     """Times a fit: each training epoch without its validation, the validations, the start-up.
 
-    An epoch's training time runs from its start to the start of its validation (or to its end
-    when it has none), so it excludes validation and checkpoint writing; the device is
-    synchronized at each mark. Also keeps a copy of the network as training starts (before the
-    LightningModule's own ``on_train_start``, e.g. a data-dependent initialization).
+    An epoch's training time runs from its start to the start of its validation (or its end), so
+    it leaves out validation and checkpoint writing; the device is synchronized at each mark. Also
+    keeps a copy of the network as training starts (after the callbacks listed before it, such as
+    ``InitFromData``), for a hand-written loop to start from the same weights.
     """
 
     def __init__(self) -> None:
         self.train_s: list[float] = []
         self.train_cpu_s: list[float] = []  # CPU time of this process, all threads
         self.val_s: list[float] = []
-        self.startup_s = 0.0
-        self.fit_s = 0.0
+        self.startup_s = self.fit_s = 0.0
         self.initial_net: nn.Module | None = None
         self._fit_start = self._epoch_start = self._val_start = self._cpu_start = 0.0
         self._epoch_open = False
@@ -145,8 +121,7 @@ class FitTimer(Callback):
         if not self.train_s and not self._epoch_open:
             self.startup_s = self._now(pl_module) - self._fit_start
         self._epoch_open = True
-        self._epoch_start = self._now(pl_module)
-        self._cpu_start = time.process_time()
+        self._epoch_start, self._cpu_start = self._now(pl_module), time.process_time()
 
     def _close_epoch(self, pl_module: L.LightningModule) -> None:
         if self._epoch_open:
@@ -156,7 +131,7 @@ class FitTimer(Callback):
 
     @staticmethod
     def _fit_validation(trainer: L.Trainer) -> bool:
-        """A validation inside fit, not its sanity check nor a later ``trainer.validate``."""
+        """A validation inside fit, not its sanity check nor the evaluation after it."""
         return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -176,72 +151,59 @@ class FitTimer(Callback):
 
 
 class SyncCheck(Callback):
-    """Makes any host-device synchronization inside a training step (batch start to batch end)
-    an error, with CUDA's sync debug mode, from the second step on (the first one sets up
-    optimizer state and metric groups once). Does nothing without CUDA."""
+    """Makes a host-device synchronization inside a training step (batch start to batch end) an
+    error, with CUDA's sync debug mode, from the second step on (the first sets up optimizer state
+    once). Does nothing without CUDA."""
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if pl_module.device.type == "cuda" and trainer.global_step > 0:
             torch.cuda.set_sync_debug_mode("error")
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.set_sync_debug_mode("default")
 
 
 def run_cli(
-    config: Path,
-    args: Sequence[str],
-    accelerator: str,
-    runs_dir: Path,
-    callbacks: Sequence[str] = ("bench.common.FitTimer",),
+    config: Path, args: Sequence[str], accelerator: str, runs_dir: Path, check_sync: bool = False
 ) -> tuple[TemplateCLI, FitTimer]:
     """``cli.py fit --config config *args`` in this process, timed by a FitTimer. The run folder
-    (checkpoints, model.pth, metrics.json) goes under ``runs_dir``, a temporary folder: a
-    benchmark leaves only its results in bench/results/."""
-    flags = ["fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(runs_dir), *args]
+    goes under ``runs_dir``, a temporary folder: a benchmark leaves only its results behind."""
+    flags = ["fit", "--config", str(config), "--trainer.default_root_dir", str(runs_dir), *args]
     if accelerator == "gpu":
         flags += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
-    for callback in callbacks:
-        flags.append(f"--trainer.callbacks+={callback}")
-    cli = cli_main(flags)
-    timer = next(c for c in cli.trainer.callbacks if isinstance(c, FitTimer))
-    return cli, timer
+    timer = FitTimer()
+    return cli_main(flags, callbacks=[timer, SyncCheck()] if check_sync else [timer]), timer
 
 
 def run_metrics(cli: TemplateCLI) -> dict[str, float]:
     """The metrics the CLI wrote after fit (best checkpoint's validation and test)."""
-    path = Path(cli.trainer.log_dir or ".") / "metrics.json"
-    return json.loads(path.read_text())["metrics"] if path.is_file() else {}
+    path = cli.runs[-1].path / METRICS_FILE if cli.runs else None
+    return json.loads(path.read_text())["metrics"] if path and path.is_file() else {}
 
 
 def hand_written_fit(
     model: L.LightningModule, net: nn.Module, loader: Iterable, steps: int, precision: str
 ) -> tuple[float, float, int, int]:
-    """Train ``net`` the plain PyTorch way: the model's loss, optimizer and scheduler factories,
-    ``loader``'s batches, ``steps`` steps (epochs as needed).
+    """Train ``net`` the plain PyTorch way: the model's loss, optimizer and schedule (stepped as
+    ``TaskModule.configure_optimizers`` sets), ``loader``'s batches, ``steps`` steps.
 
     Returns (wall seconds, CPU seconds of this process, steps, samples).
     """
     device = model.device
     net = net.to(device).train()
     init = getattr(net, "init_from_data", None)
-    if callable(init):  # as Classifier.on_train_start does, before the clock starts
+    if callable(init):  # as callbacks.speed.InitFromData does, before the clock starts
         init(next(iter(loader))[0].to(device))
     optimizer = model.optimizer(net.parameters())
     scheduler, per_step = None, False
-    if model.scheduler is not None:  # stepped as TaskModule.configure_optimizers sets
-        per_step = leaves_total_steps_open(model.scheduler)
-        if per_step:
-            scheduler = model.scheduler(optimizer, total_steps=steps)
-        else:
-            scheduler = model.scheduler(optimizer)
+    if model.scheduler is not None:  # a one-cycle schedule (total_steps left open) steps every batch
+        options = (model.hparams.get("scheduler") or {}).get("init_args", {})
+        per_step = options.get("total_steps", 0) is None
+        scheduler = model.scheduler(optimizer, total_steps=steps) if per_step else model.scheduler(optimizer)
     dtype = AUTOCAST.get(str(precision))
-    loss_fn = model.loss
     done = samples = epoch = 0
     sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -252,14 +214,13 @@ def hand_written_fit(
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(net(x), y)
+                loss = model.loss(net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_step:
                 scheduler.step()
-            done += 1
-            samples += len(y)
+            done, samples = done + 1, samples + len(y)
             if done == steps:
                 break
         if scheduler is not None and not per_step:

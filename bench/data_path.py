@@ -7,11 +7,12 @@ one copy to the device) is timed apart; the next ``--epochs`` give epochs per se
 
     python -m bench.data_path --epochs 3
     python -m bench.data_path --accelerator gpu --num_workers 8 --pin_memory
-    python -m bench.data_path --datamodule ImageFolderDataModule --data_dir /tmp/cifar10
+    python -m bench.data_path --datamodule datamodules.image_folder.ImageFolderDataModule --data_dir /tmp/cifar10
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 import lightning as L
 import torch
 
-import datamodules
 from bench.common import base_parser, machine, machine_line, parse, print_table, sync, write_results
+from datamodules.vision import VisionDataModule
 
 
 def epoch_seconds(loader: Any, epoch: int, device: torch.device) -> tuple[float, int]:
@@ -40,9 +41,7 @@ def epoch_seconds(loader: Any, epoch: int, device: torch.device) -> tuple[float,
 
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--datamodule", default="MNISTDataModule", help="a VisionDataModule of the datamodules package"
-    )
+    parser.add_argument("--datamodule", default="datamodules.mnist.MNISTDataModule", help="a VisionDataModule")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per path")
     parser.add_argument("--augment", choices=["off", "on", "both"], default="both")
@@ -50,11 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pin_memory", action="store_true", help="DataLoader pinned memory")
     args = parse(parser, argv)
 
-    cls = getattr(datamodules, args.datamodule, None)
-    if not (isinstance(cls, type) and issubclass(cls, datamodules.VisionDataModule)):
-        raise SystemExit(
-            f"--datamodule {args.datamodule!r} is not a VisionDataModule of the datamodules package"
-        )
+    module, _, name = args.datamodule.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module else None
+    if not (isinstance(cls, type) and issubclass(cls, VisionDataModule)):
+        raise SystemExit(f"--datamodule {args.datamodule!r} is not the class path of a VisionDataModule")
     trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=1,
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     info = machine()
     print_table(
-        f"Data path: {args.datamodule}, batch {args.batch_size}, {rows[0]['samples']} samples per epoch",
+        f"Data path: {name}, batch {args.batch_size}, {rows[0]['samples']} samples per epoch",
         ["path", "augment", "first epoch s", "epochs/s", "samples/s", "speed-up"],
         [
             (r["path"], r["augment"], r["first_epoch_s"], r["epochs_per_s"], r["samples_per_s"], r["speedup"])

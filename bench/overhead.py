@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
-    ROOT,
     base_parser,
     hand_written_fit,
     machine,
@@ -37,52 +36,25 @@ from bench.common import (
     run_cli,
     write_results,
 )
-from speed.runtime import CPUSpeedups
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml")
+    parser = base_parser(__doc__.split("\n\n")[0], fits=True)
     parser.add_argument("--rounds", type=int, default=10, help="timed Lightning/hand-written pairs")
-    parser.add_argument(
-        "--max_steps", type=int, default=-1, help="training steps per run (-1: the config's epochs)"
-    )
-    parser.add_argument(
-        "--check_sync",
-        action="store_true",
-        help="fail on a host-device sync inside a Lightning training step (CUDA)",
-    )
-    parser.add_argument("cli_args", nargs="*", help="more cli.py flags (after --)")
+    parser.add_argument("--max_steps", type=int, default=-1, help="training steps per run (-1: the config's epochs)")
     args = parse(parser, argv)
-
-    flags = [
-        "--data.init_args.data_dir",
-        args.data_dir,
-        "--test_after_fit",
-        "false",
-        "--trainer.max_steps",
-        str(args.max_steps),
-        *args.cli_args,
-    ]
-    callbacks = ["bench.common.FitTimer"] + (["bench.common.SyncCheck"] if args.check_sync else [])
+    flags = ["--data.init_args.data_dir", args.data_dir, "--test_after_fit", "false"]
+    flags += ["--trainer.max_steps", str(args.max_steps), *args.cli_args]
 
     def lightning() -> tuple:
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as runs_dir:  # its run folder
-            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), callbacks)
+            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), args.check_sync)
         return cli, timer, sum(timer.train_s), sum(timer.train_cpu_s), cli.trainer.global_step
 
     def hand_written(cli, timer) -> tuple[float, float, int, int]:
+        net = copy.deepcopy(timer.initial_net)  # the Lightning run's initial weights (channels-last too), every time
         loader = cli.datamodule.train_dataloader()
-        net = copy.deepcopy(timer.initial_net)  # the Lightning run's initial weights, every time
-        # the process settings the Lightning run trained under (the speed layer's), for the loop too
-        speedups = [c for c in cli.trainer.callbacks if isinstance(c, CPUSpeedups)]
-        for callback in speedups:
-            callback.setup(cli.trainer, cli.model, "fit")
-        try:
-            return hand_written_fit(cli.model, net, loader, cli.trainer.global_step, cli.trainer.precision)
-        finally:
-            for callback in speedups:
-                callback.teardown(cli.trainer, cli.model, "fit")
+        return hand_written_fit(cli.model, net, loader, cli.trainer.global_step, cli.trainer.precision)
 
     # warm-up pair, not counted: imports, allocator, kernel caches
     cli, timer, *_ = lightning()
@@ -101,18 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
                 wall[side], cpu[side], hand_steps, samples = hand_written(cli, timer)
         if hand_steps != steps:
             raise RuntimeError(f"step counts differ: Lightning {steps}, hand-written {hand_steps}")
+        hand, light = wall["hand-written"], wall["lightning"]
         rounds.append(
-            {
-                "order": list(order),
-                "steps": steps,
-                "samples": samples,
-                "lightning_s": wall["lightning"],
-                "hand_written_s": wall["hand-written"],
-                "ratio": wall["hand-written"] / wall["lightning"],
-                "lightning_cpu_s": cpu["lightning"],
-                "hand_written_cpu_s": cpu["hand-written"],
-                "cpu_ratio": cpu["hand-written"] / cpu["lightning"],
-            }
+            {"order": list(order), "steps": steps, "samples": samples, "lightning_s": light, "hand_written_s": hand}
+            | {"ratio": hand / light, "lightning_cpu_s": cpu["lightning"], "hand_written_cpu_s": cpu["hand-written"]}
+            | {"cpu_ratio": cpu["hand-written"] / cpu["lightning"]}
         )
 
     def median(key: str) -> float:
@@ -147,14 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         caption=f"{machine_line(info)}; ratio = hand-written time / Lightning time; "
         f"ratio quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}",
     )
-    payload = {
-        "benchmark": "overhead",
-        "config": str(args.config),
-        "argv": sys.argv[1:],
-        "machine": info,
-        "rounds": rounds,
-        "summary": summary,
-    }
+    payload = {"benchmark": "overhead", "config": str(args.config), "argv": sys.argv[1:], "machine": info}
+    payload |= {"rounds": rounds, "summary": summary}
     write_results("overhead", payload, args.out)
     return payload
 

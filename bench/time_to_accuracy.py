@@ -20,56 +20,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import (
-    ROOT,
-    base_parser,
-    machine,
-    machine_line,
-    parse,
-    print_table,
-    run_cli,
-    run_metrics,
-    write_results,
-)
+from bench.common import base_parser, machine, machine_line, parse, print_table, run_cli, run_metrics, write_results
 
 WARMUP_SEED = 1000  # warm-up runs use seeds from here, apart from the measured ones
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml")
+    parser = base_parser(__doc__.split("\n\n")[0], fits=True)
     parser.add_argument("--seeds", type=int, default=5, help="measured runs (seeds 0, 1, ...)")
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     parser.add_argument("--metric", default="test/acc", help="the accuracy to report")
-    parser.add_argument(
-        "--check_sync", action="store_true", help="fail on a host-device sync inside a training step (CUDA)"
-    )
-    parser.add_argument("cli_args", nargs="*", help="more cli.py flags (after --)")
     args = parse(parser, argv)
-    callbacks = ["bench.common.FitTimer"] + (["bench.common.SyncCheck"] if args.check_sync else [])
 
-    seeds = [WARMUP_SEED + i for i in range(args.warmup)]
-    seeds += list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds = [WARMUP_SEED + i for i in range(args.warmup)] + list(range(args.first_seed, args.first_seed + args.seeds))
     runs = []
     for i, seed in enumerate(seeds):
-        flags = [
-            "--seed_everything",
-            str(seed),
-            "--data.init_args.seed",
-            str(seed),
-            "--data.init_args.data_dir",
-            args.data_dir,
-            *args.cli_args,
-        ]
+        flags = ["--seed_everything", str(seed), "--data.init_args.seed", str(seed)]
+        flags += ["--data.init_args.data_dir", args.data_dir, *args.cli_args]
         with tempfile.TemporaryDirectory(prefix="bench-time-to-accuracy-") as runs_dir:
-            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), callbacks)
+            cli, timer = run_cli(args.config, flags, args.accelerator, Path(runs_dir), args.check_sync)
             metrics = run_metrics(cli)
         if args.metric not in metrics:
-            raise RuntimeError(
-                f"{args.metric} not in the run's metrics {sorted(metrics)}; "
-                "keep test_after_fit on, or choose --metric"
-            )
+            raise RuntimeError(f"{args.metric} not in the run's metrics {sorted(metrics)}: keep test_after_fit on")
         runs.append(
             {
                 "seed": seed,
@@ -88,59 +61,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     measured = [r for r in runs if not r["warmup"]]
     accuracy = [r["accuracy"] for r in measured]
-    summary = {
-        "runs": len(measured),
-        "median_train_s": statistics.median(r["train_s"] for r in measured),
-        "median_fit_s": statistics.median(r["fit_s"] for r in measured),
-        "median_startup_s": statistics.median(r["startup_s"] for r in measured),
+    summary = {"runs": len(measured)}
+    summary |= {
+        f"median_{key}": statistics.median(r[key] for r in measured) for key in ("train_s", "fit_s", "startup_s")
+    }
+    summary |= {
         "mean_accuracy": statistics.fmean(accuracy),
         "min_accuracy": min(accuracy),
         "max_accuracy": max(accuracy),
     }
-    warm = [r for r in runs if r["warmup"]]
-    if warm:  # what the first run paid on top of a measured one
-        summary["one_time_train_s"] = warm[0]["train_s"] - summary["median_train_s"]
-        summary["one_time_startup_s"] = warm[0]["startup_s"] - summary["median_startup_s"]
+    if args.warmup:  # what the first run paid on top of a measured one
+        summary["one_time_train_s"] = runs[0]["train_s"] - summary["median_train_s"]
+        summary["one_time_startup_s"] = runs[0]["startup_s"] - summary["median_startup_s"]
 
     info = machine()
-    rows = [
-        (
-            "warm-up" if r["warmup"] else str(r["seed"]),
-            r["accuracy"],
-            r["train_s"],
-            r["val_s"],
-            r["startup_s"],
-            r["fit_s"],
-            r["epochs"],
-        )
-        for r in runs
-    ]
-    rows.append(
-        (
-            f"median/mean of {len(measured)}",
-            summary["mean_accuracy"],
-            summary["median_train_s"],
-            statistics.median(r["val_s"] for r in measured),
-            summary["median_startup_s"],
-            summary["median_fit_s"],
-            measured[0]["epochs"],
-        )
-    )
+    columns = ("accuracy", "train_s", "val_s", "startup_s", "fit_s", "epochs")
+    rows = [("warm-up" if r["warmup"] else r["seed"], *(r[c] for c in columns)) for r in runs]
     print_table(
-        f"Time to accuracy: {args.config.name} ({args.metric} mean "
-        f"{summary['mean_accuracy']:.4f}, min {summary['min_accuracy']:.4f})",
+        f"Time to accuracy: {args.config.name} ({args.metric} mean {summary['mean_accuracy']:.4f}, "
+        f"min {summary['min_accuracy']:.4f}, median train {summary['median_train_s']:.3f} s)",
         ["seed", args.metric, "train s", "val s", "start-up s", "fit s", "epochs"],
         rows,
         caption=machine_line(info),
     )
-    payload = {
-        "benchmark": "time_to_accuracy",
-        "config": str(args.config),
-        "argv": sys.argv[1:],
-        "machine": info,
-        "runs": runs,
-        "summary": summary,
-    }
+    payload = {"benchmark": "time_to_accuracy", "config": str(args.config), "argv": sys.argv[1:], "machine": info}
+    payload |= {"runs": runs, "summary": summary}
     write_results("time_to_accuracy", payload, args.out)
     return payload
 

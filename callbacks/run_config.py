@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
@@ -11,7 +13,12 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 class RunConfig(SaveConfigCallback):
     """LightningCLI's ``config.yaml`` (rank 0 writes it), with the batch size each process used,
     handed whole to the other loggers (W&B's config, TensorBoard's HPARAMS); W&B's summary keeps
-    the best value of the metric the checkpoints are ranked by."""
+    the best value of the metric the checkpoints are ranked by. ``given``: the config as the user
+    gave it, before the CLI filled in what is this run's alone (folder, W&B id, checkpoint to
+    resume), so that ``--config config.yaml`` starts a new run."""
+
+    def __init__(self, parser: Any, config: Any, *args: Any, given: Any = None, **kwargs: Any) -> None:
+        super().__init__(parser, config if given is None else given, *args, **kwargs)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         batch_size = getattr(trainer.datamodule, "batch_size", None)

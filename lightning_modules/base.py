@@ -90,7 +90,7 @@ class TaskModule(L.LightningModule):
             load_weights(self.net, init_weights)
         freeze_parameters(self.net, freeze or [])
         for split in SPLITS:  # one mean loss and one metric collection per split
-            setattr(self, f"{split}_loss", MeanMetric())
+            setattr(self, f"{split}_loss", MeanMetric(nan_strategy="disable"))  # no NaN check: no device sync
             setattr(self, f"{split}_metrics", self.task_metrics().clone(prefix=f"{split}/"))
 
     def task_metrics(self) -> MetricCollection:
@@ -124,7 +124,9 @@ class TaskModule(L.LightningModule):
         *inputs, y = batch  # (x, y), or (x, lengths, y) for sequences
         out = self(*inputs)
         loss = self.loss(*self.loss_inputs(out, y))
-        getattr(self, f"{split}_loss").update(loss.detach(), len(y))
+        getattr(self, f"{split}_loss").update(
+            loss.detach(), torch.full_like(loss.detach(), len(y))
+        )  # weight on the device
         if split != "train" or self.log_train_metrics:
             getattr(self, f"{split}_metrics").update(*self.metric_inputs(out.detach(), y))
         if split == "train":

@@ -21,14 +21,22 @@ from cli import cli_main
 from run.errors import main
 from tests.conftest import CONFIGS, ROOT
 
-TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2"]
-TINY += ["--trainer.limit_test_batches", "2"]
+EVALUATE = ["--data.batch_size", "32", "--trainer.limit_test_batches", "2"]
+TINY = [
+    *EVALUATE,
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "2",
+]
 
 
 def mnist_cnn(mnist_dir: Path, *extra: str, command: str = "fit") -> list[str]:
-    """``cli.py COMMAND`` of configs/mnist_cnn.yaml on the fake digits, 3 steps of 32 an epoch."""
+    """``cli.py COMMAND`` of configs/mnist_cnn.yaml on the fake digits: batches of 32, 3 training steps an epoch."""
     args = [command, "--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(mnist_dir)]
-    return args + (TINY if command == "fit" else ["--trainer.limit_test_batches", "2"]) + list(extra)
+    return args + (TINY if command == "fit" else EVALUATE) + list(extra)
 
 
 def mistake(args: list[str], capsys: pytest.CaptureFixture, callbacks: tuple = ()) -> str:
@@ -50,13 +58,13 @@ def load_script(name: str):
     return script
 
 
-class StartStep(Callback):
-    """Records the global step training starts from."""
+class LoadedStep(Callback):
+    """Records the global step of the checkpoint a fit resumes from."""
 
-    start: int | None = None
+    step: int | None = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.start = trainer.global_step
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.step = checkpoint["global_step"]
 
 
 def fit_in(folder: Path, args: list[str]) -> None:
@@ -72,7 +80,7 @@ def fit_in(folder: Path, args: list[str]) -> None:
 def finished(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
     """A finished run (metrics.json written): ``<root>/logs/mnist_cnn/done``."""
     root = tmp_path_factory.mktemp("finished")
-    fit_in(root, mnist_cnn(mnist_dir, "--data.batch_size", "32", "--run_id", "done"))
+    fit_in(root, mnist_cnn(mnist_dir, "--run_id", "done"))
     return root / "logs" / "mnist_cnn" / "done"
 
 
@@ -81,7 +89,7 @@ def unfinished(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tup
     """A run that trained 2 epochs and was not tested (no metrics.json), every epoch's checkpoint kept;
     returns its folder and its command."""
     root = tmp_path_factory.mktemp("unfinished")
-    args = mnist_cnn(mnist_dir, "--data.batch_size", "32", "--trainer.max_epochs", "2", "--test_after_fit", "false")
+    args = mnist_cnn(mnist_dir, "--trainer.max_epochs", "2", "--test_after_fit", "false")
     args += ["--checkpoint.save_top_k", "-1", "--trainer.default_root_dir", str(root), "--run_id", "open"]
     fit_in(root, args)
     return root / "logs" / "mnist_cnn" / "open", args
@@ -90,17 +98,17 @@ def unfinished(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tup
 def test_fit_writes_config_metrics_and_checkpoints(mnist_dir: Path, tmp_path: Path) -> None:
     """A fit writes config.yaml (with the per-process batch size), metrics.json, last.ckpt and the best;
     the next fit gets the next version."""
-    cli_main(mnist_cnn(mnist_dir, "--data.global_batch_size", "32"))
+    cli_main(mnist_cnn(mnist_dir, "--data.batch_size", "8", "--data.global_batch_size", "32"))
     run_dir = tmp_path / "logs" / "mnist_cnn" / "version_0"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["data"]["init_args"]["batch_size"] == 32  # not the config file's 128
+    assert config["data"]["init_args"]["batch_size"] == 32  # what one process took: 32 / 1, not 8
     result = json.loads((run_dir / "metrics.json").read_text())
     assert set(result) == {"metrics", "checkpoint", "epochs", "global_step", "monitor"}
     assert {"val/acc", "val/loss", "test/acc", "test/loss"} <= set(result["metrics"])
     assert result["global_step"] == 3 and result["epochs"] == 1
     assert result["monitor"] == {"metric": "val/acc", "mode": "max"}
     best = Path(result["checkpoint"])
-    assert best.is_file() and best.parent == Path("logs/mnist_cnn/version_0/checkpoints") and best.name != "last.ckpt"
+    assert best.is_file() and best.resolve().parent == run_dir / "checkpoints" and best.name != "last.ckpt"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     assert not list(run_dir.rglob(".*tmp*"))  # no half-written file left
 
@@ -120,9 +128,9 @@ def test_a_named_run_resumes_from_the_checkpoint_furthest_in_training(unfinished
     newest = (checkpoints / "last.ckpt").stat().st_mtime + 60
     os.utime(older, (newest, newest))  # the step-3 checkpoint is now the newest file
     assert torch.load(older, weights_only=True)["global_step"] == 3
-    started = StartStep()
-    cli = cli_main([*args[:-4], "--trainer.default_root_dir", str(tmp_path), "--run_id", "open"], callbacks=[started])
-    assert started.start == 6 and cli.trainer.global_step == 6
+    loaded = LoadedStep()
+    cli = cli_main([*args[:-4], "--trainer.default_root_dir", str(tmp_path), "--run_id", "open"], callbacks=[loaded])
+    assert loaded.step == 6 and cli.trainer.global_step == 6
     assert Path(cli.trainer.ckpt_path) == checkpoints / "last.ckpt"
 
 
@@ -152,7 +160,7 @@ def test_a_finished_run_is_never_written_into(
     """A run id whose run finished (metrics.json) is refused, and its files stay as they are."""
     before = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
     monkeypatch.chdir(finished.parents[2])
-    answer = mistake(mnist_cnn(mnist_dir, "--data.batch_size", "32", "--run_id", "done"), capsys)
+    answer = mistake(mnist_cnn(mnist_dir, "--run_id", "done"), capsys)
     assert "finished run" in answer and "--run_id" in answer
     assert {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()} == before
 
@@ -160,25 +168,28 @@ def test_a_finished_run_is_never_written_into(
 def test_a_one_cycle_schedule_is_not_stretched(finished: Path, mnist_dir: Path, tmp_path: Path, capsys) -> None:
     """Resuming a one-cycle run for more epochs is refused, and the new run's folder is removed."""
     last = finished / "checkpoints" / "last.ckpt"
-    args = mnist_cnn(mnist_dir, "--data.batch_size", "32", "--ckpt_path", str(last), "--trainer.max_epochs", "2")
+    args = mnist_cnn(mnist_dir, "--ckpt_path", str(last), "--trainer.max_epochs", "2")
     answer = mistake(args, capsys)
     assert "one-cycle schedule cannot be stretched" in answer and "--model.init_weights" in answer
     assert not list(tmp_path.glob("logs/*/*"))
 
 
 @pytest.mark.parametrize("command", ["validate", "test", "predict"])
-def test_evaluations_need_weights(command: str, mnist_dir: Path, capsys) -> None:
+def test_evaluations_need_weights(command: str, mnist_dir: Path, tmp_path: Path, capsys) -> None:
     """validate, test and predict without --ckpt_path or --model.init_weights are refused."""
     answer = mistake(mnist_cnn(mnist_dir, command=command), capsys)
     assert "--ckpt_path" in answer and "--model.init_weights" in answer
+    assert not list(tmp_path.iterdir())
 
 
 def test_predict_writes_a_csv_in_the_run_folder(finished: Path, mnist_dir: Path) -> None:
     """predict --ckpt_path writes <run>/predictions.csv: one row per test sample, top-3 classes."""
     predictions = finished / "predictions.csv"
     best = json.loads((finished / "metrics.json").read_text())["checkpoint"]
-    cli_main(["predict", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(mnist_dir)]
-             + ["--ckpt_path", str(finished.parents[2] / best)])
+    cli_main(
+        ["predict", "--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(mnist_dir)]
+        + ["--ckpt_path", str(finished.parents[2] / best)]
+    )
     with open(predictions, newline="") as f:
         rows = list(csv.DictReader(f))
     predictions.unlink()  # the run folder is shared by this module's tests
@@ -196,7 +207,7 @@ def test_an_exported_state_dict_reproduces_the_test_accuracy(finished: Path, mni
     exported = load_script("export_state_dict").main([str(finished.parents[2] / result["checkpoint"]), "-o", "net.pth"])
     state = torch.load(exported, weights_only=True)
     assert "features.0.weight" in state and not any(k.startswith("net.") for k in state)
-    cli = cli_main(mnist_cnn(mnist_dir, "--data.batch_size", "32", "--model.init_weights", "net.pth", command="test"))
+    cli = cli_main(mnist_cnn(mnist_dir, "--model.init_weights", "net.pth", command="test"))
     assert float(cli.trainer.callback_metrics["test/acc"]) == pytest.approx(result["metrics"]["test/acc"])
     assert not (tmp_path / "logs").exists()  # evaluations keep no run folder
 
@@ -226,9 +237,8 @@ def test_default_root_dir_holds_everything(mnist_dir: Path, tmp_path: Path) -> N
 
 def test_a_run_that_fails_before_training_leaves_no_folder(mnist_dir: Path, tmp_path: Path, capsys) -> None:
     """A fit stopped by a mistake before its first step leaves no run folder, named or not."""
-    for run_id in ([], ["--run_id", "named"]):
-        mistake(mnist_cnn(mnist_dir, "--model.loss", "huber", *run_id), capsys)
-        mistake(mnist_cnn(mnist_dir, "--model.freeze", "[nothing]", *run_id), capsys)
+    mistake(mnist_cnn(mnist_dir, "--model.loss", "huber"), capsys)
+    mistake(mnist_cnn(mnist_dir, "--model.freeze", "[nothing]", "--run_id", "named"), capsys)
     assert not list(tmp_path.glob("logs/*/*"))
 
 
@@ -236,7 +246,7 @@ class PoisonBatchNorm(Callback):
     """Makes a BatchNorm's running variance infinite after the first step: a buffer, not a weight."""
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        pl_module.net.features[1].running_var.fill_(float("inf"))
+        next(m for m in pl_module.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(float("inf"))
 
 
 POLYNOMIAL = ["fit", "--config", str(CONFIGS / "polynomial_regression.yaml"), "--trainer.max_epochs", "2"]
@@ -253,9 +263,10 @@ POLYNOMIAL = ["fit", "--config", str(CONFIGS / "polynomial_regression.yaml"), "-
 )
 def test_a_diverged_run_writes_no_checkpoint(args, callbacks, mnist_dir: Path, tmp_path: Path, capsys) -> None:
     """Non-finite weights or buffers end the fit with "diverged" (exit 2); no checkpoint holds them."""
-    args = args if args[:1] == ["fit"] else mnist_cnn(mnist_dir, "--data.batch_size", "32", *args)
+    args = args if args[:1] == ["fit"] else mnist_cnn(mnist_dir, *args)
     answer = mistake(args, capsys, callbacks)
     assert "diverged" in answer and "learning rate" in answer
+    assert "running_var" in answer or not callbacks  # the buffer is named
     for path in tmp_path.rglob("*.ckpt"):
         state = torch.load(path, weights_only=True)["state_dict"]
         assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), path
@@ -273,13 +284,13 @@ def test_a_full_disk_keeps_the_last_checkpoint_whole(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(run.files.torch, "save", full_disk)
-    args = ["--trainer.max_epochs", "2", "--model.scheduler", "null", "--run_id", "full"]
-    answer = mistake(mnist_cnn(mnist_dir, "--data.batch_size", "32", *args), capsys)
+    args = ["--trainer.limit_train_batches", "2", "--checkpoint.every_n_train_steps", "1"]
+    with monkeypatch.context() as disk:
+        disk.setattr(run.files.torch, "save", full_disk)
+        answer = mistake(mnist_cnn(mnist_dir, *args, "--run_id", "full"), capsys)
     last = tmp_path / "logs" / "mnist_cnn" / "full" / "checkpoints" / "last.ckpt"
     assert str(last.relative_to(tmp_path)) in answer and "No space left" in answer
-    monkeypatch.undo()
-    assert run.files.read_checkpoint(last)["global_step"] == 3  # the first epoch's, whole
+    assert run.files.read_checkpoint(last)["global_step"] == 1  # written after step 1, whole
     assert not list(last.parent.glob(".*"))  # no temporary file left
 
 
