@@ -59,6 +59,7 @@ class MediaLogger(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.active = any(isinstance(log, (WandbLogger, TensorBoardLogger)) for log in trainer.loggers)
+        self.active &= next(c for c in trainer.callbacks if isinstance(c, MediaLogger)) is self  # two presets: one
         self.table = self.num_predictions > 0 and any(isinstance(log, WandbLogger) for log in trainer.loggers)
         num_classes = getattr(pl_module, "num_classes", None)
         if self.active and self.confusion_matrix and num_classes and self.matrix is None:

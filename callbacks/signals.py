@@ -14,7 +14,7 @@ import lightning as L
 from jsonargparse.typing import PositiveFloat, PositiveInt
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from callbacks.checkpoint import Checkpoint
 
@@ -36,9 +36,10 @@ def requeue_slurm_job() -> None:
 class GracefulStop(Callback):
     """On SIGINT, SIGTERM or SIGUSR1 while training, every process finishes its batch, ``last.ckpt``
     is written, a SLURM job is requeued (SIGTERM, SIGUSR1) and the run exits with status 128 +
-    signal (130, 143, 138). A second signal, or a stop that has not ended the process
-    ``grace_period`` seconds after the first signal (a process hanging in a collective or a data
-    read), ends it at once with the same status.
+    signal (130, 143, 138); before training starts or after it ends (the evaluation after fit) it
+    stops at once, alike. A second signal, or a stop that has not ended the process
+    ``grace_period`` seconds after the first (a process hanging in a collective or a data read),
+    ends it at once with the same status.
 
     Args:
         signals: the signals that stop training.
@@ -66,7 +67,14 @@ class GracefulStop(Callback):
         if self.received is not None:
             os._exit(128 + signum)  # a second signal: at once
         self.received = signal.Signals(signum)
-        rank_zero_info(f"Received {self.received.name}: stopping after the current batch.")
+        if self.training:
+            rank_zero_info(f"Received {self.received.name}: stopping after the current batch.")
+            return
+        # setting up, the sanity check, the evaluation after fit: nothing to save, stop now
+        if self.received in self.requeue_signals and SLURMEnvironment.detect() and rank_zero_only.rank == 0:
+            requeue_slurm_job()
+        self._restore()
+        raise TrainingInterrupted(128 + signum)
 
     def _watch(self, read_end: int) -> None:
         # Woken by the signal itself (Python's wakeup fd), also while the main thread waits in C
@@ -78,8 +86,8 @@ class GracefulStop(Callback):
                 os._exit(128 + byte[0])
         os.close(read_end)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.received = None
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.received, self.training = None, False
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
             return
         self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
@@ -96,6 +104,12 @@ class GracefulStop(Callback):
             signal.set_wakeup_fd(self._wakeup[0])
             os.close(self._wakeup[1])  # the watcher reads the end of the pipe and finishes
             self._wakeup = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.training = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
 
     def _agreed(self, trainer: L.Trainer, always: bool) -> bool:
         if trainer.world_size == 1:
@@ -116,7 +130,7 @@ class GracefulStop(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._agreed(trainer, always=True):  # training ended between the signal and a check
             self.stop(trainer)
-        self._restore()
+        self.training = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()

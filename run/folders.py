@@ -110,6 +110,8 @@ class RunFolder:
                 f"{self.path} is in use by process {holder.get('pid')} on {holder.get('host')}: "
                 "wait for it to end, or give this run another --run_id."
             ) from None
+        for stale in [*self.path.glob(".*.tmp*"), *self.path.glob("checkpoints/.*.tmp*")]:
+            stale.unlink()  # what a writer killed mid-write left (run/files.py); nobody else writes here now
         handle.truncate(0)
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}) + "\n")
         handle.flush()

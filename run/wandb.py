@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,28 +15,47 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from run.errors import UserError
 
-STEP_FILE = "last_step.txt"  # in <run>/wandb: the highest step this W&B run has logged
+
+def stored_step(run: Any) -> int:
+    """The highest step an earlier start of this W&B run stored: online, W&B resumes the run after
+    it; offline, W&B's own reader finds it in the earlier offline folders of the run (a process
+    killed with kill -9 may not have written its last steps: those are logged again)."""
+    if not run.offline:
+        return run.starting_step - 1
+    last = -1
+    for folder in Path(run.dir).parents[1].glob(f"offline-run-*-{run.id}"):
+        if folder != Path(run.dir).parent:
+            read = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(folder)]
+            for line in subprocess.run(read, capture_output=True, text=True, timeout=120).stdout.splitlines():
+                if '"type":"history"' in line:
+                    last = max(last, json.loads(line)["history"]["step"]["num"])
+    return last
 
 
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger whose history is one line across restarts: W&B's step is the
-    trainer's global step, a step already logged before a restart (a resumed run replays it
-    exactly) is not logged again, and epoch-end training metrics, which Lightning logs one step
+    trainer's global step, a step an earlier start of the run stored is not logged again (a
+    resumed run replays it exactly), and epoch-end training metrics, which Lightning logs one step
     behind validation's, join the current step instead of going back."""
 
+    @rank_zero_only
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
         if step is None:
             return super().log_metrics(metrics)
-        logged = Path(self.save_dir or ".") / "wandb" / STEP_FILE
         if not hasattr(self, "_last_step"):
-            self._resumed_after = int(logged.read_text() or -1) if logged.is_file() else -1
-            self._last_step = -1
-        if step <= self._resumed_after:
-            return None
-        self._last_step = step = max(step, self._last_step)
-        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
-        logged.write_text(str(step))  # tiny; a kill mid-write only lets a replayed step through again
+            self._stored, self._last_step = stored_step(self.experiment), -1
+        if step > self._stored:
+            self._last_step = step = max(step, self._last_step)
+            self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+            self._pending = True  # W&B holds a step's row until a later step comes
         return None
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if getattr(self, "_pending", False):  # the last row out, also when a signal stopped the run
+            self.experiment.log({"trainer/global_step": self._last_step}, step=self._last_step, commit=True)
+            self._pending = False
+        super().finalize(status)
 
 
 def wandb_has_key() -> bool:

@@ -69,11 +69,16 @@ def test_experiment_parses_to_its_own_values(config: Path) -> None:
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_dry_run(config: Path, data_args, tmp_path: Path) -> None:
     """fit --trainer.fast_dev_run true (then one test batch): on fake data, on the CPU (cifar10_fast's bf16
-    autocast included), logging the metric its checkpoints rank by, writing no file."""
+    autocast included), logging the metric its checkpoints, search space and sweep rank by, writing no file."""
     small = ["--data.batch_size", "16"]  # the whole config, on a smaller batch: seconds less compute
     cli = cli_main(["fit", "--config", str(config), *data_args(config), *small, "--trainer.fast_dev_run", "true"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
-    assert yaml.safe_load(config.read_text())["checkpoint"]["monitor"] in cli.trainer.callback_metrics
+    logged = cli.trainer.callback_metrics
+    assert yaml.safe_load(config.read_text())["checkpoint"]["monitor"] in logged
+    for space in (CONFIGS / "search" / config.name, CONFIGS / "sweeps" / config.name):  # what they rank by
+        if space.is_file():
+            spec = yaml.safe_load(space.read_text())
+            assert (spec["objective"]["metric"] if "objective" in spec else spec["metric"]["name"]) in logged, space
     [result] = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # a dry fit does not test
     assert result and all(key.startswith("test/") for key in result)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -115,7 +120,8 @@ def test_search_space_names_cli_options(space: Path) -> None:
         else:
             assert float(dist["low"]) < float(dist["high"]), key
             overrides[key] = float(dist["high"]) if dist["type"] == "float" else int(dist["high"])
-    experiment = CONFIGS / space.name
+    experiment = CONFIGS / space.name  # its metric is checked in test_experiment_dry_run
+    assert experiment.is_file()
     printed = resolved_config(["--config", str(experiment), *(f"--{k}={option(v)}" for k, v in overrides.items())])
     for key, value in overrides.items():
         assert resolve(printed, key) == value, key

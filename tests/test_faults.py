@@ -12,10 +12,12 @@ import fcntl
 import os
 import random
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,8 +76,10 @@ class Fit:
         return self.out.read_text(errors="replace") + self.stderr()
 
     def tail(self) -> str:
-        lines = [line for line in self.output().splitlines() if "━" not in line]  # no progress bars
-        return "\n".join(lines[-40:])
+        """The end of stderr (where errors, warnings and the log lines go), without progress bars."""
+        lines = [line for line in self.stderr().splitlines() if "━" not in line]
+        errors = [line for line in lines if "Error: " in line and "[rank0]" not in line][:3]  # the first cause
+        return "\n".join(errors + ["..."] * bool(errors) + lines[-30:])
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -100,12 +104,20 @@ class Fit:
 
 
 @pytest.fixture
-def fits(tmp_path: Path) -> Iterator[Callable[..., Fit]]:
+def elsewhere() -> Iterator[Path]:
+    """An empty folder for TMPDIR with a short path: DataLoader workers put sockets there (108 bytes at most)."""
+    folder = Path(tempfile.mkdtemp(prefix="faults-", dir="/tmp" if os.access("/tmp", os.W_OK) else None))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def fits(tmp_path: Path, elsewhere: Path) -> Iterator[Callable[..., Fit]]:
     """``fits(args, env=..., cwd=...)`` starts a fit; every process group started is killed at teardown."""
     started: list[Fit] = []
 
     def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Fit:
-        fit = Fit(args, cwd or tmp_path, env or local_env(tmp_path / "elsewhere"), f"fit{len(started)}")
+        fit = Fit(args, cwd or tmp_path, env or local_env(elsewhere), f"fit{len(started)}")
         started.append(fit)
         return fit
 
@@ -204,39 +216,111 @@ def resume_to_the_end(
     return again
 
 
-def test_sigterm_saves_a_whole_last_checkpoint_and_exits_143(mnist_dir: Path, fits, tmp_path: Path) -> None:
+def test_sigterm_saves_a_whole_last_checkpoint_and_exits_143(
+    mnist_dir: Path, fits, tmp_path: Path, elsewhere: Path
+) -> None:
     """SIGTERM mid-training: the batch finishes, last.ckpt is written whole at that step, exit status 143."""
-    args = [
-        "--config",
-        str(CONFIGS / "mnist_cnn.yaml"),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.batch_size",
-        "32",
-        "--trainer.max_epochs",
-        "200",
-        "--checkpoint.every_n_train_steps",
-        "2",
-        "--run_id",
-        "term",
-    ]
+    args = ["--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(mnist_dir), "--run_id", "term"]
     folder = tmp_path / "logs" / "mnist_cnn" / "term"
     last = folder / "checkpoints" / "last.ckpt"
-    fit = fits(args)
+    fit = fits(
+        [*args, "--data.batch_size", "32", "--trainer.max_epochs", "200", "--checkpoint.every_n_train_steps", "2"]
+    )
     wait_until(last.exists, fit, "last.ckpt")
     fit.send(signal.SIGTERM)
     assert fit.wait(60) == 143, fit.tail()
     saved = SAVED.findall(fit.output())
-    assert len(saved) == 1 and saved[0][0] == "SIGTERM", fit.tail()
+    assert [name for name, *_ in saved] == ["SIGTERM"], fit.tail()
     assert step_of(last) == int(saved[0][2]) > 0
     assert not (folder / "metrics.json").exists()  # stopped, not finished
-    assert not partial_files(folder, tmp_path / "elsewhere")
+    assert not partial_files(folder, elsewhere)
+
+
+@pytest.fixture
+def scontrol(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in ``scontrol`` that records its arguments; returns (its folder, the record)."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return bin_dir, record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGUSR1", 138)])
+def test_slurm_signal_to_the_process_group_requeues_once_and_resumes(
+    name: str, status: int, digits: Path, fits, scontrol, tmp_path: Path, elsewhere: Path
+) -> None:
+    """In a SLURM job with 2 DataLoader workers, a signal to the whole process group saves a whole last.ckpt,
+    requeues the job once and exits 128 + signal; after another fit in the job (slurm-7-2), the requeued job
+    resumes in slurm-7 and finishes."""
+    bin_dir, record = scontrol
+    job = {**SLURM_JOB, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    args = fault_args(digits, "--trainer.max_epochs", "2", "--data.num_workers", "2", "--test_after_fit", "true")
+    experiment = tmp_path / "logs" / "mnist_cnn"
+    last = experiment / "slurm-7" / "checkpoints" / "last.ckpt"
+    fit = fits(args, env=local_env(elsewhere, **job))
+    wait_until(last.exists, fit, "last.ckpt")
+    fit.send(signal.Signals[name], group=True)  # as SLURM signals a job step: every process
+    assert fit.wait(60) == status, fit.tail()
+    saved = SAVED.findall(fit.output())
+    assert [signame for signame, *_ in saved] == [name], fit.tail()
+    assert step_of(last) == int(saved[0][2])
+    assert record.read_text().splitlines() == ["requeue 7"]
+    if name != "SIGTERM":
+        return  # the requeued job, once: after SIGTERM
+
+    # another fit in the same job (a seed loop, say) gets a folder of its own
+    tiny = ["--seed_everything", "1", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    other = fits(
+        [*args, *tiny, "--data.num_workers", "0", "--test_after_fit", "false"], env=local_env(elsewhere, **job)
+    )
+    assert other.wait(300) == 0, other.tail()
+    assert (experiment / "slurm-7-2" / "checkpoints" / "last.ckpt").is_file()
+
+    requeued = fits(args, env=local_env(elsewhere, **job, SLURM_RESTART_COUNT="1"))
+    assert requeued.wait(300) == 0, requeued.tail()
+    assert "Resuming logs/mnist_cnn/slurm-7 from" in requeued.output(), requeued.tail()
+    assert (experiment / "slurm-7" / "metrics.json").is_file()
+    assert sorted(p.name for p in experiment.iterdir()) == ["slurm-7", "slurm-7-2"]
+    assert record.read_text().splitlines() == ["requeue 7"]  # the finished job asks for nothing more
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_live_run_is_refused(digits: Path, fits, tmp_path: Path) -> None:
+    """A second fit on a live --run_id exits 2 with "in use by process P" and leaves the first undisturbed.
+    (That a kill -9 leaves no stale lock, the kill tests show: the same command resumes.)"""
+    args = fault_args(digits, "--run_id", "shared", "--trainer.max_epochs", "50")
+    last = tmp_path / "logs" / "mnist_cnn" / "shared" / "checkpoints" / "last.ckpt"
+    first = fits(args)
+    wait_until(last.exists, first, "last.ckpt")
+    second = fits(args)
+    assert second.wait(120) == 2, second.tail()
+    assert f"is in use by process {first.pid}" in second.stderr(), second.tail()
+    step = step_of(last)
+    wait_until(lambda: step_of(last) > step, first, "a newer last.ckpt of the first run", poll=0.1)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_evaluation_after_training_exits_nonzero(fits, tmp_path: Path) -> None:
+    """SIGTERM while the best checkpoint is tested after training: the run is not finished (no metrics.json),
+    so it must not exit 0 (a scheduler would take the job as done)."""
+    data = write_mnist(tmp_path / "data", n_train=200, n_test=20000)  # a long test set
+    args = ["--config", str(CONFIGS / "mnist_cnn.yaml"), "--data.data_dir", str(data), "--run_id", "late"]
+    fit = fits([*args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"])
+    wait_until(lambda: "`Trainer.fit` stopped" in fit.stderr(), fit, "the end of training", poll=0.1)
+    time.sleep(1.0)  # validating, then testing 157 batches
+    fit.send(signal.SIGTERM)
+    status = fit.wait(60)
+    assert not (tmp_path / "logs" / "mnist_cnn" / "late" / "metrics.json").exists()
+    assert status != 0, fit.tail()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(KILLS))
 def test_kill9_at_a_random_moment_resumes_bit_identical(
-    trial: int, digits: Path, reference, fits, tmp_path: Path
+    trial: int, digits: Path, reference, fits, tmp_path: Path, elsewhere: Path
 ) -> None:
     """kill -9 at a random moment of training, then the same command: the weights end bit-identical."""
     args = fault_args(digits, "--run_id", "killed")
@@ -246,12 +330,12 @@ def test_kill9_at_a_random_moment_resumes_bit_identical(
     time.sleep(random.Random(trial).uniform(0.0, 3.0))
     fit.send(signal.SIGKILL)
     assert fit.wait(30) == -signal.SIGKILL
-    resume_to_the_end(fits, args, folder, tmp_path / "elsewhere", reference)
+    resume_to_the_end(fits, args, folder, elsewhere, reference)
 
 
 @pytest.mark.slow
 def test_kill9_during_a_checkpoint_write_then_a_truncated_last_checkpoint(
-    digits: Path, reference, fits, tmp_path: Path
+    digits: Path, reference, fits, tmp_path: Path, elsewhere: Path
 ) -> None:
     """kill -9 while last.ckpt is written leaves the previous one whole; truncated, it is skipped with a line
     saying why, and the run resumes from the best checkpoint (furthest in training) to the same end."""
@@ -271,111 +355,31 @@ def test_kill9_during_a_checkpoint_write_then_a_truncated_last_checkpoint(
     assert step_of(last) > step_of(best) == 30  # the previous last.ckpt is whole, and further than the best
 
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # as a copy cut short leaves it
-    again = resume_to_the_end(fits, args, checkpoints.parent, tmp_path / "elsewhere", reference)
+    again = resume_to_the_end(fits, args, checkpoints.parent, elsewhere, reference)
     output = again.output()
     assert f"Skipping {last.relative_to(tmp_path)} is truncated" in output, again.tail()
     assert f"from {best.relative_to(tmp_path)} (step 30)" in output, again.tail()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
-def test_signal_mid_epoch_saves_the_current_step_and_resumes_bit_identical(
-    name: str, status: int, digits: Path, reference, fits, tmp_path: Path
+def test_sigint_then_sigterm_mid_epoch_save_the_current_step_and_resume_bit_identical(
+    digits: Path, reference, fits, tmp_path: Path, elsewhere: Path
 ) -> None:
-    """SIGTERM / SIGINT mid-epoch: exit 143 / 130, last.ckpt at the step the log names; the same command
-    resumes and ends bit-identical."""
+    """SIGINT, then (after the same command resumed) SIGTERM, mid-epoch: exit 130, then 143, each with last.ckpt at
+    the step its log line names; the same command then ends bit-identical to the uninterrupted run."""
     args = fault_args(digits, "--run_id", "stopped")
     folder = tmp_path / "logs" / "mnist_cnn" / "stopped"
     last = folder / "checkpoints" / "last.ckpt"
-    fit = fits(args)
-    wait_until(last.exists, fit, "last.ckpt")
-    time.sleep(0.3)
-    fit.send(signal.Signals[name])
-    assert fit.wait(60) == status, fit.tail()
-    saved = SAVED.findall(fit.output())
-    assert [signame for signame, *_ in saved] == [name], fit.tail()
-    assert step_of(last) == int(saved[0][2]) < FINAL_STEP
-    assert not (folder / "metrics.json").exists()
-    resume_to_the_end(fits, args, folder, tmp_path / "elsewhere", reference)
-
-
-@pytest.fixture
-def scontrol(tmp_path: Path) -> tuple[Path, Path]:
-    """A stand-in ``scontrol`` that records its arguments; returns (its folder, the record)."""
-    bin_dir, record = tmp_path / "bin", tmp_path / "scontrol.calls"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return bin_dir, record
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGUSR1", 138)])
-def test_slurm_signal_to_the_process_group_requeues_once_and_resumes(
-    name: str, status: int, digits: Path, fits, scontrol, tmp_path: Path
-) -> None:
-    """In a SLURM job with 2 DataLoader workers, a signal to the whole process group saves a whole last.ckpt,
-    requeues the job once and exits 128 + signal; the requeued job resumes in slurm-7 and finishes."""
-    bin_dir, record = scontrol
-    job = {**SLURM_JOB, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    args = fault_args(digits, "--trainer.max_epochs", "2", "--data.num_workers", "2", "--test_after_fit", "true")
-    experiment = tmp_path / "logs" / "mnist_cnn"
-    last = experiment / "slurm-7" / "checkpoints" / "last.ckpt"
-    fit = fits(args, env=local_env(tmp_path / "elsewhere", **job))
-    wait_until(last.exists, fit, "last.ckpt")
-    fit.send(signal.Signals[name], group=True)  # as SLURM signals a job step: every process
-    assert fit.wait(60) == status, fit.tail()
-    saved = SAVED.findall(fit.output())
-    assert [signame for signame, *_ in saved] == [name], fit.tail()
-    assert step_of(last) == int(saved[0][2])
-    assert record.read_text().splitlines() == ["requeue 7"]
-
-    if name == "SIGTERM":  # another fit in the same job (a seed loop, say) gets a folder of its own
-        other = fits(
-            [
-                *args,
-                "--seed_everything",
-                "1",
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.limit_train_batches",
-                "2",
-                "--data.num_workers",
-                "0",
-                "--test_after_fit",
-                "false",
-            ],
-            env=local_env(tmp_path / "e", **job),
-        )
-        assert other.wait(300) == 0, other.tail()
-        assert (experiment / "slurm-7-2" / "checkpoints" / "last.ckpt").is_file()
-
-    requeued = fits(args, env=local_env(tmp_path / "elsewhere", **job, SLURM_RESTART_COUNT="1"))
-    assert requeued.wait(300) == 0, requeued.tail()
-    assert (experiment / "slurm-7" / "metrics.json").is_file()
-    assert sorted(p.name for p in experiment.iterdir()) == ["slurm-7", "slurm-7-2"][: 2 if name == "SIGTERM" else 1]
-    assert record.read_text().splitlines() == ["requeue 7"]  # the finished job asks for nothing more
-    assert not sorted((experiment / "slurm-7").rglob(".*.tmp*"))
-
-
-@pytest.mark.slow
-def test_run_lock_refuses_a_second_process_and_dies_with_the_first(digits: Path, fits, tmp_path: Path) -> None:
-    """A second fit on a live --run_id exits 2 "in use by process P"; after a kill -9 of the first, the same
-    command starts (no stale lock) and trains on."""
-    args = fault_args(digits, "--run_id", "shared", "--trainer.max_epochs", "50")
-    last = tmp_path / "logs" / "mnist_cnn" / "shared" / "checkpoints" / "last.ckpt"
-    first = fits(args)
-    wait_until(last.exists, first, "last.ckpt")
-    second = fits(args)
-    assert second.wait(120) == 2, second.tail()
-    assert f"is in use by process {first.pid}" in second.stderr()
-    assert first.running()  # undisturbed
-
-    first.send(signal.SIGKILL)
-    first.wait(30)
-    step = step_of(last)
-    third = fits(args)
-    wait_until(lambda: step_of(last) > step, third, "a newer last.ckpt", poll=0.2)  # resumed and training
-    third.send(signal.SIGTERM)
-    assert third.wait(60) == 143, third.tail()
+    step = 0
+    for name, status in (("SIGINT", 130), ("SIGTERM", 143)):
+        fit = fits(args)
+        wait_until(lambda before=step: last.exists() and step_of(last) > before, fit, "a new last.ckpt", poll=0.05)
+        time.sleep(0.3)
+        fit.send(signal.Signals[name])
+        assert fit.wait(60) == status, fit.tail()
+        saved = SAVED.findall(fit.output())
+        assert [signame for signame, *_ in saved] == [name], fit.tail()
+        assert step < step_of(last) == int(saved[0][2]) < FINAL_STEP
+        assert not (folder / "metrics.json").exists()
+        step = step_of(last)
+    resume_to_the_end(fits, args, folder, elsewhere, reference)

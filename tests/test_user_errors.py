@@ -83,6 +83,11 @@ def damaged_checkpoint(g: Ground) -> list[str]:
     return ["test", "--config", POLYNOMIAL, "--ckpt_path", str(path)]
 
 
+def text_file(g: Ground, name: str = "notes.txt", text: str = "hello\n") -> str:
+    (g.tmp / name).write_text(text)
+    return str(g.tmp / name)
+
+
 def state_dict_as_checkpoint(g: Ground) -> list[str]:
     path = g.tmp / "model.pth"
     torch.save({"linear.weight": torch.zeros(1, 3), "linear.bias": torch.zeros(1)}, path)
@@ -147,7 +152,12 @@ def run_in_use(g: Ground) -> list[str]:
 
 UNCHECKED_CKPT = (
     "cli.py: validate/test/predict hand --ckpt_path to Lightning unchecked (only fit's check_resume calls "
-    "run.files.read_checkpoint), so torch's RuntimeError or Lightning's KeyError ends it with a traceback"
+    "run.files.read_checkpoint), so torch.load's error or Lightning's KeyError ends it with a traceback"
+)
+UNCAUGHT_WEIGHTS = (
+    "lightning_modules/base.py load_weights catches only OSError, RuntimeError, AttributeError and ValueError: "
+    "torch.load's EOFError (an empty file) or KeyError (a text file) escapes, and jsonargparse turns it into a "
+    "traceback (an IndexError in its indent_text for the EOFError's empty message)"
 )
 ROWS = [
     Row("unknown option", lambda g: poly_fit(g, "--trainer.max_epoch", "3"), ("--trainer.max_epoch",)),
@@ -206,6 +216,28 @@ ROWS = [
         state_dict_as_checkpoint,
         ("model.pth", "--model.init_weights"),
         bug=UNCHECKED_CKPT,
+    ),
+    Row(
+        "missing weights file",
+        lambda g: ["test", "--config", POLYNOMIAL, "--model.init_weights", str(g.tmp / "missing.pth")],
+        ("--model.init_weights", "missing.pth", "No such file"),
+    ),
+    Row(
+        "damaged weights file",
+        lambda g: ["test", "--config", POLYNOMIAL, "--model.init_weights", damaged_checkpoint(g)[-1]],
+        ("--model.init_weights", "damaged.ckpt"),
+    ),
+    Row(
+        "empty weights file",
+        lambda g: ["test", "--config", POLYNOMIAL, "--model.init_weights", text_file(g, "empty.pth", "")],
+        ("--model.init_weights", "empty.pth"),
+        bug=UNCAUGHT_WEIGHTS,
+    ),
+    Row(
+        "text file as weights",
+        lambda g: ["test", "--config", POLYNOMIAL, "--model.init_weights", text_file(g)],
+        ("--model.init_weights", "notes.txt"),
+        bug=UNCAUGHT_WEIGHTS,
     ),
     Row("unknown loss", lambda g: mnist_fit(g, "--model.loss", "cross_entropie"), ("cross_entropie", "cross_entropy")),
     Row(

@@ -55,7 +55,14 @@ class OfflineRun:
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in inspect(self.folder).splitlines() if line.strip()]
+        """Once W&B's service has written the exit record (up to 30 s after the run's process ended;
+        a run killed with kill -9 never gets one)."""
+        deadline = time.monotonic() + 30
+        while True:
+            records = [json.loads(line) for line in inspect(self.folder).splitlines() if line.strip()]
+            if any(record.get("type") == "exit" for record in records) or time.monotonic() > deadline:
+                return records
+            time.sleep(0.5)
 
     @cached_property
     def final(self) -> dict[str, Any]:
@@ -78,9 +85,8 @@ class OfflineRun:
 
 
 def offline_runs(wandb_dir: Path) -> list[OfflineRun]:
-    """The offline runs under ``<run folder>/wandb``, oldest first (by the time each started)."""
-    runs = [OfflineRun(folder) for folder in wandb_dir.glob("offline-run-*")]
-    return sorted(runs, key=lambda run: run.run["start_time"])
+    """The offline runs under ``<run folder>/wandb``, oldest first (``offline-run-<start time>-<id>``)."""
+    return [OfflineRun(folder) for folder in sorted(wandb_dir.glob("offline-run-*"))]
 
 
 def media_keys(row: dict[str, Any]) -> set[str]:
