@@ -115,8 +115,10 @@ class TemplateCLI(LightningCLI):
                 check_duplicate_keys(value)
         super().parse_arguments(parser, args)
         config = self.config.get(self.config.get("subcommand") or "", self.config)
-        if self.config.get("subcommand") == "fit" and config.get("ckpt_path"):
-            check_resume(config.ckpt_path, config)  # before LightningCLI puts the checkpoint's options in
+        if config.get("ckpt_path") and self.config.subcommand == "fit":  # before LightningCLI takes its options
+            check_resume(config.ckpt_path, config)
+        elif config.get("ckpt_path"):  # what is wrong with it, in a line, before LightningCLI loads it
+            read_checkpoint(config.ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False: the classes are built, nothing runs
@@ -157,12 +159,15 @@ class TemplateCLI(LightningCLI):
             return
         run = RunFolder(root, run_name(root, config.run_id, self.command), self.command)
         run.check_unfinished()
+        if config.ckpt_path is None:
+            config.ckpt_path = run.resume_checkpoint()
+            if config.ckpt_path:  # checked before the lock: a refused resume changes nothing
+                check_resume(config.ckpt_path, config)
         self.runs.append(run)
         run.lock()
         classes = (config.model.class_path, config.model.init_args.net.class_path, config.data.class_path)
-        tags = [path.rsplit(".", 1)[-1] for path in classes] + [Path(str(c)).stem for c in config.get("config") or []][
-            1:
-        ]
+        presets = [Path(str(c)).stem for c in config.get("config") or []][1:]
+        tags = [path.rsplit(".", 1)[-1] for path in classes] + presets
         for spec in logger_specs(trainer):
             if spec.class_path.endswith("WandbLogger"):
                 from run.wandb import prepare_wandb  # W&B's set-up, and wandb, only for runs that log there
@@ -170,10 +175,6 @@ class TemplateCLI(LightningCLI):
                 prepare_wandb(spec.init_args, run.path, root.name, config.run_group, tags)
             else:  # CSV and TensorBoard: <save_dir>/<experiment>/<run name>
                 spec.init_args.name, spec.init_args.version = spec.init_args.get("name") or root.name, run.name
-        if config.ckpt_path is None:
-            config.ckpt_path = run.resume_checkpoint()
-            if config.ckpt_path:
-                check_resume(config.ckpt_path, config)
 
     def before_fit(self) -> None:
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one a config chose

@@ -31,8 +31,9 @@ def load_weights(net: nn.Module, path: str) -> None:
         if "pytorch-lightning_version" in content:  # a TaskModule keeps its network in self.net
             state = {key[4:]: value for key, value in state.items() if key.startswith("net.")}
         net.load_state_dict(state)
-    except (OSError, RuntimeError, AttributeError, ValueError) as err:
-        raise UserError(f"--model.init_weights {path}: " + "\n".join(str(err).strip().splitlines()[:4])) from err
+    except Exception as err:  # whatever keeps the file from loading into the network is the file's
+        message = "\n".join(str(err).strip().splitlines()[:4]) or type(err).__name__
+        raise UserError(f"--model.init_weights {path}: {message}") from err
 
 
 def freeze_parameters(net: nn.Module, prefixes: Sequence[str]) -> None:

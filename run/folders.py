@@ -112,6 +112,9 @@ class RunFolder:
             ) from None
         for stale in [*self.path.glob(".*.tmp*"), *self.path.glob("checkpoints/.*.tmp*")]:
             stale.unlink()  # what a writer killed mid-write left (run/files.py); nobody else writes here now
+        if (self.path / "metrics.csv").is_file():  # CSVLogger deletes the one a restarted run finds
+            restart = 1 + len(list(self.path.glob("metrics.until-restart*.csv")))
+            os.replace(self.path / "metrics.csv", self.path / f"metrics.until-restart{restart}.csv")
         handle.truncate(0)
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}) + "\n")
         handle.flush()
