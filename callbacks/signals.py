@@ -60,7 +60,7 @@ class GracefulStop(Callback):
         self.requeue_signals = {signal.Signals[name] for name in requeue_signals}
         self.check_every_n_steps, self.grace_period = check_every_n_steps, grace_period
         self.received: signal.Signals | None = None
-        self._previous: dict[signal.Signals, Any] = {}
+        self.training = False  # in the training loop (a signal waits for the batch's end) or not
         self._wakeup: tuple[int, int] | None = None  # (previous wakeup fd, our pipe's write end)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -70,10 +70,9 @@ class GracefulStop(Callback):
         if self.training:
             rank_zero_info(f"Received {self.received.name}: stopping after the current batch.")
             return
-        # setting up, the sanity check, the evaluation after fit: nothing to save, stop now
+        # the sanity check, an evaluation: nothing to save, stop now
         if self.received in self.requeue_signals and SLURMEnvironment.detect() and rank_zero_only.rank == 0:
             requeue_slurm_job()
-        self._restore()
         raise TrainingInterrupted(128 + signum)
 
     def _watch(self, read_end: int) -> None:
@@ -88,25 +87,34 @@ class GracefulStop(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.received, self.training = None, False
+        self._originals = {s: signal.getsignal(s) for s in self.signals}  # put back at teardown
+
+    def _take_over(self, *args: Any) -> None:
+        """Ours, in place of what Lightning installs just before a stage runs (its SIGTERM handler
+        broadcasts from rank 0 inside the handler and ends the run with exit status 0)."""
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
             return
-        self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
-        read_end, write_end = os.pipe()
-        os.set_blocking(write_end, False)
-        self._wakeup = (signal.set_wakeup_fd(write_end), write_end)
-        threading.Thread(target=self._watch, args=(read_end,), name="graceful-stop", daemon=True).start()
+        for signum in self.signals:
+            signal.signal(signum, self._handle)
+        if self._wakeup is None:
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)
+            self._wakeup = (signal.set_wakeup_fd(write_end), write_end)
+            threading.Thread(target=self._watch, args=(read_end,), name="graceful-stop", daemon=True).start()
+
+    on_sanity_check_start = on_validation_start = on_test_start = on_predict_start = _take_over
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over()
+        self.training = True
 
     def _restore(self) -> None:
-        for signum, handler in self._previous.items():
+        for signum, handler in getattr(self, "_originals", {}).items():
             signal.signal(signum, handler)
-        self._previous = {}
         if self._wakeup is not None:
             signal.set_wakeup_fd(self._wakeup[0])
             os.close(self._wakeup[1])  # the watcher reads the end of the pipe and finishes
             self._wakeup = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.training = True
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
@@ -144,5 +152,4 @@ class GracefulStop(Callback):
             )
         if signum in self.requeue_signals and SLURMEnvironment.detect() and trainer.is_global_zero:
             requeue_slurm_job()
-        self._restore()
-        raise TrainingInterrupted(128 + int(signum))
+        raise TrainingInterrupted(128 + int(signum))  # on_exception puts the handlers back
