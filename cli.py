@@ -1,9 +1,6 @@
-"""Command line: ``python cli.py {fit,validate,test,predict} --config configs/<name>.yaml``.
-
-LightningCLI parses the stacked YAML files and flags; the datamodule's facts (task, classes, input
-shape) are linked into the model. ``fit`` trains in a run folder (``run/folders.py``) and then
-validates and tests the best checkpoint, writing ``metrics.json`` beside the run's ``config.yaml``.
-"""
+"""``python cli.py {fit,validate,test,predict} --config configs/<name>.yaml``: LightningCLI, with the
+datamodule's facts linked into the model; ``fit`` trains in a run folder (``run/folders.py``), then
+validates and tests the best checkpoint and writes ``metrics.json`` beside ``config.yaml``."""
 
 from __future__ import annotations
 

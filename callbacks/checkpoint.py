@@ -30,11 +30,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint (the best ``save_top_k`` by ``monitor`` at each validation),
-    plus ``last.ckpt``, rewritten at every epoch end and, if asked, every N training steps and
-    every T of training (Lightning rewrites it only when the best improves). Checkpoints also hold
-    the random generators and the training loader's position, so a resumed run continues exactly;
-    none is written with a weight or buffer that is not finite: the run stops instead.
+    """Lightning's ModelCheckpoint (the best by ``monitor``) plus ``last.ckpt`` at every epoch end and,
+    if asked, every N steps and every T (Lightning rewrites it only when the best improves). They
+    hold the generators and the loader's position, for exact resumes, and never a weight or buffer
+    that is not finite: the run stops instead.
 
     Args:
         dirpath: where to write (default: ``<run folder>/checkpoints``).

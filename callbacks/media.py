@@ -30,13 +30,10 @@ def is_image_batch(x: Any) -> bool:
 
 
 class MediaLogger(Callback):
-    """Logs, when a W&B or TensorBoard logger is there (nothing is computed otherwise):
-
-    - the first training batch of a run, as the model receives it (after transforms and
-      augmentation): a wrong normalization, crop or label shows here at a glance;
-    - the validation confusion matrix after each validation, for classifiers;
-    - to W&B, a table of validation predictions: images with their true and predicted class and
-      the confidence, misses first (regression: x, y and the prediction), from rank 0's share.
+    """Logs, when a W&B or TensorBoard logger is there (nothing is computed otherwise): the first
+    training batch as the model receives it (a wrong normalization, crop or label shows at a glance),
+    the validation confusion matrix, and to W&B a table of validation predictions from rank 0's
+    share, misses first: image, true and predicted class, confidence (regression: x, y, prediction).
 
     Args:
         num_images: images in the grid of the first training batch (0: no grid).

@@ -1,8 +1,6 @@
-"""Shared data logic: a seeded validation split or k-fold, per-process batches, loaders.
-
-A subclass says what its data is (``task``, ``num_classes``, ``input_shape``), where the official
-training and test sets come from (``source``, ``source_targets``) and how samples are transformed.
-"""
+"""Shared data logic: a seeded validation split or k-fold, per-process batches, loaders. A subclass
+says what its data is (``task``, ``num_classes``, ``input_shape``), where it comes from (``source``,
+``source_targets``) and how samples are transformed."""
 
 from __future__ import annotations
 

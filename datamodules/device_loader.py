@@ -32,17 +32,11 @@ def random_crop(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Te
 
 
 class DeviceLoader:
-    """``(x, y)`` batches of (N, C, H, W) uint8 ``images`` and (N,) int64 ``targets`` that live on
-    the training device: ``x`` is float32 ``images / 255``, cropped and flipped if asked
-    (training), then normalized: the arithmetic of the DataLoader path's transforms.
-
-    Training shuffles by ``(seed, epoch)``, the same order on every process, dealt round-robin
-    and cut to equal shares (every process runs the same steps); evaluation deals the samples in
-    order, each once. Lightning calls ``set_epoch`` (on ``sampler``) and saves ``state_dict``.
-
-    ``flip``: "none"; "random" (each image, each epoch); "alternate" (a fixed random half of the
-    images in even epochs, the other half in odd ones).
-    """
+    """``(x, y)`` batches of (N, C, H, W) uint8 ``images`` and (N,) ``targets`` on the training device:
+    ``images / 255``, cropped and flipped if asked, normalized (the DataLoader path's arithmetic).
+    Training shuffles by ``(seed, epoch)`` alike on every process, dealt round-robin in equal shares;
+    evaluation deals the samples in order, each once. ``flip``: "none", "random" (each image, each
+    epoch) or "alternate" (a fixed random half in even epochs, the other half in odd ones)."""
 
     def __init__(
         self,

@@ -26,12 +26,9 @@ def stack_images(samples: list[tuple[torch.Tensor, Any]]) -> Any:
 
 
 class VisionDataModule(SplitDataModule):
-    """An image-classification datamodule. Subclasses set ``name``, ``classes``, ``image_shape``
-    (C, H, W), ``mean``, ``std``, ``flip`` (whether a mirror image keeps its label) and give
-    ``expected_files``, ``fetch`` (download), ``verify`` and ``load_uint8``.
-
-    Transforms (per sample): optional resize, training augmentation (random crop with padding,
-    horizontal flip where the labels allow it), to float in [0, 1], normalization.
+    """An image-classification datamodule: subclasses set ``name``, ``classes``, ``image_shape``,
+    ``mean``, ``std``, ``flip`` (a mirror image keeps its label) and give ``expected_files``,
+    ``fetch``, ``verify`` and ``load_uint8``. Per sample: resize, training augmentation, normalization.
 
     Args:
         resize: resize images to ``resize x resize`` (e.g. 28 to feed CIFAR-10 to an MNIST net).

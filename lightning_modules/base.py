@@ -52,11 +52,7 @@ def freeze_parameters(net: nn.Module, prefixes: Sequence[str]) -> None:
 class TaskModule(L.LightningModule):
     """Builds ``net(num_outputs)`` on the data's input shape, checks that the loss fits the task,
     and runs one shared step for train/val/test. Subclasses give their metrics (``task_metrics``)
-    and how the network's outputs meet the loss and the metrics (``loss_inputs``, ``metric_inputs``).
-
-    ``init_weights`` starts the network from a ``state_dict`` or checkpoint file (the optimizer and
-    schedule start afresh); ``freeze`` keeps the named parts fixed.
-    """
+    and how outputs meet the loss and the metrics (``loss_inputs``, ``metric_inputs``)."""
 
     def __init__(
         self,

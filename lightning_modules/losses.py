@@ -1,8 +1,5 @@
-"""Loss registry: a name (or a loss instance) to an ``nn.Module``, checked against the task.
-
-A new loss: its ``nn.Module`` here (or anywhere importable), its name in ``LOSSES`` and its task
-in ``TASK_OF``.
-"""
+"""Loss registry: a name (or a loss instance) to an ``nn.Module``, checked against the task. A new
+loss: its ``nn.Module`` here (or anywhere importable), its name in ``LOSSES``, its task in ``TASK_OF``."""
 
 from __future__ import annotations
 

@@ -17,12 +17,9 @@ from run.errors import UserError
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block completes.
-
-    The temporary file sits in the target's folder, never in ``$TMPDIR`` (often another
-    filesystem, where the final move becomes a copy that a kill can cut short), and is flushed to
-    disk before the rename: readers see the old file or the new one, never half of one.
-    """
+    """A temporary path beside ``path`` that replaces it, flushed to disk, if the block completes:
+    readers see the old file or the new one. Not in ``$TMPDIR``: on another filesystem the final
+    move is a copy, which a kill can cut short."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")

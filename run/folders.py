@@ -1,10 +1,6 @@
-"""The run folder: where a fit writes, how a restarted fit finds it again, and its lock.
-
-An unnamed run gets the first logger's ``<save_dir>/<name>/version_N``. A named run (``--run_id
-ID``, or ``slurm-<job id>`` in a SLURM batch job) gets ``<save_dir>/<name>/ID``, a path every
-process derives alike; the same command again (a requeued job's) resumes it from the checkpoint
-furthest in training.
-"""
+"""The run folder: ``<save_dir>/<name>/version_N`` of the first logger, or ``.../<run id>`` for a
+named run (``--run_id``, ``slurm-<job id>``), a path every process derives alike and the same
+command finds again (a requeued job's); its lock; the checkpoint a restart resumes from."""
 
 from __future__ import annotations
 

@@ -58,16 +58,6 @@ class WandbLogger(LightningWandbLogger):
         super().finalize(status)
 
 
-def wandb_has_key() -> bool:
-    """What W&B itself finds: ``WANDB_API_KEY``, its settings, or what ``wandb login`` wrote."""
-    import wandb
-
-    try:
-        return bool(wandb.login(prompt=False, verify=False))
-    except wandb.errors.Error as err:  # e.g. a malformed WANDB_API_KEY
-        raise UserError(f"W&B refused its API key: {err}") from err
-
-
 def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, tags: list[str]) -> None:
     """Fill a W&B logger's ``init_args``: its files in the run folder, the run's id (kept there, so
     a restart continues the same W&B run), name, group and tags; offline when W&B has no key. W&B's
@@ -90,7 +80,15 @@ def prepare_wandb(args: Any, folder: Path, experiment: str, group: str | None, t
     if args.get("save_code"):  # every Python file of the project, not only cli.py
         os.environ["WANDB_CODE_DIR"] = str(Path(__file__).resolve().parents[1])
     mode = os.environ.get("WANDB_MODE") or args.get("mode")
-    if args.get("offline") or mode in ("offline", "disabled", "dryrun") or wandb_has_key():
+    import wandb
+
+    try:  # what W&B itself finds: WANDB_API_KEY, its settings, or what `wandb login` wrote
+        has_key = (
+            args.get("offline") or mode in ("offline", "disabled", "dryrun") or wandb.login(prompt=False, verify=False)
+        )
+    except wandb.errors.Error as err:  # e.g. a malformed WANDB_API_KEY
+        raise UserError(f"W&B refused its API key: {err}") from err
+    if has_key:
         return
     if mode == "online":
         raise UserError(

@@ -2,15 +2,8 @@
 
     python scripts/kfold.py --num_folds 5 --config configs/mnist_softmax.yaml --data.data_dir ../shared/data
 
-Every option this script does not know goes to ``cli.py fit``. Fold i validates on the i-th part
-of the official training set (split by ``data.seed``, stratified by class for classifiers) and
-trains on the rest; the test set is never part of it. Each fold is a run of its own,
-``<save_dir>/<name>/<group>/fold_<i>``, and a W&B run in the group ``<name>/<group>``. The
-validation metrics of each fold's best checkpoint, their mean and sample standard deviation go to
-``<save_dir>/<name>/<group>/kfold.json``. The same command with the same ``--group`` (inside SLURM
-the job id, so a requeued job does it) keeps finished folds and resumes an interrupted one.
-``--fold I`` trains one fold (a SLURM array task); the last fold to finish writes the summary.
-"""
+Every other option goes to ``cli.py fit``; fold i is the run ``<save_dir>/<name>/<group>/fold_<i>``,
+and the summary ``<save_dir>/<name>/<group>/kfold.json``. The README's section on k-fold says the rest."""
 
 from __future__ import annotations
 

@@ -3,15 +3,9 @@
     python scripts/search.py --space configs/search/polynomial_regression.yaml --trials 20 \\
         --config configs/polynomial_regression.yaml
 
-The space (configs/search/) names the objective (a validation metric and its direction), maps
-``cli.py`` keys to distributions and may name Optuna's sampler and pruner; every other option goes
-to ``cli.py fit``. Each trial is a run of its own, ``<save_dir>/<name>/<study>/trial_<n>``, ranked
-by the best checkpoint's value of the objective. The study lives in Optuna's journal file
-``<save_dir>/<name>/<study>/journal.log``: the same command started several times, or as SLURM
-array tasks, works on one study until ``--trials`` trials are complete or pruned, and run again
-resumes it. A trial that raises is failed (Optuna's ``fail``); a signal fails the trial at hand
-and stops the worker with 128 + signal. At the end: the best trial's ``config.yaml`` as ``best.yaml``.
-"""
+Every other option goes to ``cli.py fit``; each trial is a run ``<save_dir>/<name>/<study>/trial_<n>``
+in Optuna's journal ``<save_dir>/<name>/<study>/journal.log``, shared by every worker started alike.
+The README's section on search says the rest."""
 
 from __future__ import annotations
 

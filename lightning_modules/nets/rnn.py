@@ -15,13 +15,9 @@ CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.
 
 
 class RecurrentNet(nn.Module):
-    """Per-step projection, a recurrent stack over the packed batch, and a linear head.
-
-    ``forward(x, lengths)`` takes a padded batch ``x`` of shape (B, T, F) and the true length of
-    each sequence (None: every sequence is T steps long). The batch is packed before the
-    recurrent layers, so they never read the padding: whatever values it holds, the output is
-    the same. The per-step width ``F`` is inferred (``LazyLinear``), so no input size is
-    configured.
+    """Per-step projection, a recurrent stack over the packed batch, a linear head. ``forward(x,
+    lengths)`` takes a padded batch (B, T, F) and each sequence's length (None: all T); packed, the
+    padding is never read, whatever it holds. ``F`` is inferred (``LazyLinear``).
 
     Args:
         num_outputs: logits out (classes; 1 for a binary task). Filled in from the datamodule.
