@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,12 +54,15 @@ def _fake_cifar_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test in its own folder (``logs/`` never lands in the repository), W&B offline."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["cli.py"])  # pytest's own flags are not the CLI's
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    yield
+    if "wandb" in sys.modules:  # W&B keeps the settings it read (mode, key, HOME) per process
+        sys.modules["wandb"].teardown()
 
 
 @pytest.fixture
