@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
@@ -25,6 +27,10 @@ class NetFactory(Protocol):
 
 def load_weights(net: nn.Module, path: str) -> None:
     """Load a plain ``state_dict`` of the network, or the network of a Lightning checkpoint, strictly."""
+    if not Path(path).is_file():
+        raise UserError(f"--model.init_weights {path}: No such file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose index is at its end
+        raise UserError(f"--model.init_weights {path} is truncated, damaged or not written by torch.save.")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
         state = content.get("state_dict", content)

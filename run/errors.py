@@ -45,6 +45,6 @@ def main(command: Callable[[], Any]) -> None:
         message = user_message(error)
         if message is None or os.environ.get("CLI_DEBUG"):
             raise
-        lines = message.splitlines()
+        lines = [line for line in message.splitlines() if line.strip()]
         print("error: " + "\n  ".join(line.strip() for line in lines[:MAX_LINES]), file=sys.stderr)
         sys.exit(2)

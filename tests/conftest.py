@@ -19,8 +19,12 @@ from tests.fake_data import write_cifar10, write_image_folder, write_mnist
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
-FOLDER_DATA = {"MNISTDataModule": "mnist", "MNISTRowsDataModule": "mnist", "CIFAR10DataModule": "cifar",
-               "ImageFolderDataModule": "folder"}
+FOLDER_DATA = {
+    "MNISTDataModule": "mnist",
+    "MNISTRowsDataModule": "mnist",
+    "CIFAR10DataModule": "cifar",
+    "ImageFolderDataModule": "folder",
+}
 
 
 def real_data_dir() -> Path | None:
@@ -78,9 +82,16 @@ def data_args(mnist_dir: Path, cifar_dir: Path, image_folder_dir: Path):
     return args_for
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None,
-            script: str = "cli.py") -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None, script: str = "cli.py"
+) -> subprocess.CompletedProcess:
     """``python cli.py ARGS`` (or another script of the project) as a user starts it; fails on a hang."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
