@@ -62,6 +62,7 @@ class GracefulStop(Callback):
         self.received: signal.Signals | None = None
         self.training = False  # in the training loop (a signal waits for the batch's end) or not
         self._wakeup: tuple[int, int] | None = None  # (previous wakeup fd, our pipe's write end)
+        self._launcher: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
@@ -82,11 +83,13 @@ class GracefulStop(Callback):
             if byte[0] in self.signals:
                 time.sleep(self.grace_period)
                 print(f"No clean stop {self.grace_period:g} s after signal {byte[0]}: exiting.", file=sys.stderr)
+                if self._launcher is not None:  # the processes it started end too, even a stopped one
+                    self._launcher.kill(signal.SIGKILL)
                 os._exit(128 + byte[0])
         os.close(read_end)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.received, self.training = None, False
+        self.received, self.training, self._launcher = None, False, trainer.strategy.launcher
         self._originals = {s: signal.getsignal(s) for s in self.signals}  # put back at teardown
 
     def _take_over(self, *args: Any) -> None:
