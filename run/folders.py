@@ -32,12 +32,14 @@ def logger_specs(trainer_config: Any) -> list[Any]:
 
 
 def experiment_dir(trainer_config: Any) -> Path | None:
-    """``<save_dir>/<name>`` of the first logger, when it keeps run folders (CSV, TensorBoard)."""
+    """``[<default_root_dir>/]<save_dir>/<name>`` of the first logger, when it keeps run folders (CSV,
+    TensorBoard)."""
     specs = logger_specs(trainer_config)
     if not specs or not specs[0]["class_path"].endswith(("CSVLogger", "TensorBoardLogger")):
         return None
     args = specs[0].get("init_args") or {}
-    return Path(args.get("save_dir") or ".") / str(args.get("name") or "lightning_logs")
+    save_dir = Path(trainer_config.get("default_root_dir") or ".", args.get("save_dir") or ".")
+    return save_dir / str(args.get("name") or "lightning_logs")
 
 
 def run_record(folder: Path) -> dict[str, Any]:

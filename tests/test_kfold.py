@@ -28,9 +28,9 @@ def fit_args(mnist_dir: Path) -> list[str]:
     return ["--config", str(CONFIGS / "mnist_softmax.yaml"), "--data.data_dir", str(mnist_dir)]
 
 
-def finished(fold: int, metrics: dict[str, float]) -> None:
+def finished(fold: int, metrics: dict[str, float], root: Path = Path()) -> None:
     """A fold's run folder as a finished fit leaves it (its metrics.json)."""
-    path = GROUP / f"fold_{fold}" / "metrics.json"
+    path = root / GROUP / f"fold_{fold}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"metrics": metrics}))
 
@@ -56,6 +56,17 @@ def test_finished_folds_are_kept_and_summarized(fit_args: list[str], capsys: pyt
         "val/acc": {"mean": pytest.approx(0.6), "std": pytest.approx(statistics.stdev([0.5, 0.7]))},
         "val/loss": {"mean": 1.5, "std": pytest.approx(statistics.stdev([1.0, 2.0]))},
     }
+
+
+def test_folds_are_found_under_default_root_dir(fit_args: list[str]) -> None:
+    """--trainer.default_root_dir D moves the folds under D, where the summary finds them."""
+    for fold in (0, 1):
+        finished(fold, {"val/acc": 0.5 + fold / 10}, Path("runs"))
+    report = kfold.main(
+        ["--num_folds", "2", "--group", "g", "--summarize", *fit_args, "--trainer.default_root_dir", "runs"]
+    )
+    assert report["summary"]["val/acc"]["mean"] == pytest.approx(0.55)
+    assert (Path("runs") / GROUP / "kfold.json").is_file() and not Path("logs").exists()
 
 
 def test_a_fold_outside_the_folds_is_refused(fit_args: list[str]) -> None:
