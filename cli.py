@@ -149,7 +149,7 @@ class TemplateCLI(LightningCLI):
     def prepare_run(self, config: Any) -> None:
         """fit: the run folder, locked; the loggers named after it; the checkpoint to resume from."""
         trainer = config.trainer
-        root = experiment_dir(trainer)
+        root = experiment_dir(trainer)  # joins default_root_dir itself: before the loop below does
         for spec in logger_specs(trainer) if trainer.get("default_root_dir") else []:  # every logger's files too
             spec.init_args.save_dir = os.path.join(trainer.default_root_dir, spec.init_args.get("save_dir") or ".")
         if root is None or trainer.get("fast_dev_run"):

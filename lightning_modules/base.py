@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
@@ -15,6 +13,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_modules.losses import build_loss, check_loss
 from run.errors import UserError
+from run.files import check_saved
 
 SPLITS = ("train", "val", "test")
 
@@ -27,10 +26,7 @@ class NetFactory(Protocol):
 
 def load_weights(net: nn.Module, path: str) -> None:
     """Load a plain ``state_dict`` of the network, or the network of a Lightning checkpoint, strictly."""
-    if not Path(path).is_file():
-        raise UserError(f"--model.init_weights {path}: No such file.")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose index is at its end
-        raise UserError(f"--model.init_weights {path} is truncated, damaged or not written by torch.save.")
+    check_saved(path, f"--model.init_weights {path}")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
         state = content.get("state_dict", content)

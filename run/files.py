@@ -50,14 +50,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise UserError(f"Cannot write the checkpoint {path}: {err.strerror or err}.") from err
 
 
+def check_saved(path: str | Path, name: str) -> None:
+    """A UserError naming the file as ``name`` unless ``path`` is a whole file that torch.save wrote."""
+    if not Path(path).is_file():
+        raise UserError(f"{name}: No such file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose index is at its end
+        raise UserError(f"{name} is truncated, damaged or not written by torch.save.")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A whole Lightning checkpoint (tensors memory-mapped, not read), or a UserError saying what
     the file is instead."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file.")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose index is at its end
-        raise UserError(f"{path} is truncated, damaged or not written by torch.save.")
+    check_saved(path, str(path))
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a damaged member, or a class that safe loading refuses
